@@ -1,0 +1,33 @@
+# make run: set up .venv if needed and run the default study. make test: set up and run the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Tests and CI read data from WORKBENCH_DATA; default to the shared mirror beside the checkout when it exists.
+export WORKBENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+
+.PHONY: run test test-fast setup bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, by itself: pip takes the build this machine offers (local wheels here, PyPI elsewhere)
+	$(PY) -m pip install -q "torch>=2.1" "torchvision>=0.16"
+	$(PY) -m pip install -q -e ".[dev,sweeps]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/workbench $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,55 @@
+"""The ``workbench`` command: a thin Hydra shell around ``workbench.pipeline.run_pipeline``.
+
+    workbench                                          # the default study (experiment=topographic_alignment)
+    workbench experiment=v4_encoding model=resnet18_32
+    workbench -m experiment=spatial_weight_sweep model.topography.weight=0,0.5,2 seed=0,1
+    workbench run_dir=results/topographic_alignment/2026-11-25_10-00-00   # resume a run
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = Path(os.environ.get("WORKBENCH_CONFIGS", PROJECT_ROOT / "configs"))
+
+
+def _check_config_dir() -> None:
+    if not (CONFIG_DIR / "config.yaml").exists():
+        sys.exit(f"workbench: no configs at {CONFIG_DIR}. Install the project editable (pip install -e .) from its "
+                 f"checkout, or point WORKBENCH_CONFIGS at its configs/ folder.")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _app(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from workbench.pipeline import get_metric, run_pipeline
+    from workbench.run import RunDir
+
+    run = RunDir(HydraConfig.get().runtime.output_dir)
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    metrics = run_pipeline(plain, run)
+    print(f"[workbench] results: {run.path.resolve()}")
+    if (run.path / "report.html").exists():
+        print(f"[workbench] report:  {(run.path / 'report.html').resolve()}")
+    # sweepers (Optuna) maximise the value returned here
+    try:
+        value = get_metric(metrics, plain["objective"])
+        return float(value) if isinstance(value, (int, float)) else None
+    except KeyError:
+        return None
+
+
+def main() -> None:
+    _check_config_dir()
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Layer activations of a model for a stimulus set: batched, gradient-free, cached on disk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.features.preprocess import Preprocess
+from workbench.utils import atomic_save_npz, get_device, sha256_bytes
+
+
+class Activations(Mapping):
+    """layer -> float32 array (n_stimuli, n_units), units in flattened (C, H, W) order.
+
+    ``unit_shapes[layer]`` keeps the grid shape (C, H, W) (or (n,) for dense layers), so topographic analyses can
+    put units back on their feature map; ``projection[layer]`` says whether a random projection was applied.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], stimulus_ids: Sequence[str],
+                 unit_shapes: dict[str, tuple[int, ...]], projection: dict[str, dict] | None = None):
+        self._arrays = dict(arrays)
+        self.stimulus_ids = np.asarray(stimulus_ids)
+        self.unit_shapes = {k: tuple(v) for k, v in unit_shapes.items()}
+        self.projection = projection or {k: None for k in arrays}
+        for layer, a in self._arrays.items():
+            if a.shape[0] != len(self.stimulus_ids):
+                raise ValueError(f"layer {layer}: {a.shape[0]} rows for {len(self.stimulus_ids)} stimuli")
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        try:
+            return self._arrays[layer]
+        except KeyError:
+            raise KeyError(f"no activations for layer {layer!r}; extracted layers: {list(self._arrays)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._arrays)
+
+    def save(self, path: str | Path) -> Path:
+        meta = {"layers": self.layers, "unit_shapes": self.unit_shapes, "projection": self.projection}
+        arrays = {f"layer/{k}": v for k, v in self._arrays.items()}
+        return atomic_save_npz(path, stimulus_ids=self.stimulus_ids.astype(str), meta=np.array(json.dumps(meta)),
+                               **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Activations":
+        with np.load(path, allow_pickle=False) as d:
+            meta = json.loads(str(d["meta"]))
+            arrays = {k: d[f"layer/{k}"] for k in meta["layers"]}
+            return cls(arrays, d["stimulus_ids"], meta["unit_shapes"], meta["projection"])
+
+
+def module_names(model: nn.Module) -> list[str]:
+    """The layer names extraction accepts: the model's own list if it has one, else every named sub-module."""
+    from workbench.models import layer_names
+
+    return layer_names(model)
+
+
+def resolve_layers(model: nn.Module, layers: Iterable[str] | None) -> list[str]:
+    valid = module_names(model)
+    if layers is None:
+        return list(valid)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    named = dict(model.named_modules())
+    unknown = [l for l in layers if l not in named]
+    if unknown:
+        raise KeyError(f"unknown layer(s) {unknown} for {type(model).__name__}; valid layer names: {valid}")
+    if not layers:
+        raise ValueError("no layers given: name at least one layer")
+    return layers
+
+
+def weights_hash(model: nn.Module) -> str:
+    parts = []
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        parts += [name, str(t.dtype), str(tuple(t.shape)), t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""]
+    return sha256_bytes(type(model).__name__, *parts)
+
+
+def random_projection(n_units: int, k: int, seed: int, device, dtype=torch.float32) -> torch.Tensor:
+    """A fixed Gaussian projection (n_units x k) scaled by 1/sqrt(k): preserves distances in expectation
+    (Johnson-Lindenstrauss), so RDMs and linear readouts computed on the projection approximate the full layer."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return (torch.randn(n_units, k, generator=g, dtype=dtype) / np.sqrt(k)).to(device)
+
+
+def _cache_key(model_hash: str, stimuli, layer: str, preprocess: Preprocess, projection_dim, seed) -> str:
+    image_hash = sha256_bytes(np.ascontiguousarray(stimuli.images).tobytes())
+    ids = "\n".join(map(str, stimuli.stimulus_ids))
+    return sha256_bytes(model_hash, image_hash, ids, layer, json.dumps(preprocess.to_dict(), sort_keys=True),
+                        str(projection_dim), str(seed))[:32]
+
+
+@torch.no_grad()
+def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None = None,
+                        preprocess: Preprocess | dict | None = None, batch_size: int = 64,
+                        device: str | torch.device | None = None, projection_dim: int | None = None,
+                        projection_seed: int = 0, cache_dir: str | Path | None = None,
+                        progress: bool = True) -> Activations:
+    """Activations of ``layers`` for every image of ``stimuli`` (a StimulusSet).
+
+    Memory stays bounded for many stimuli: with ``projection_dim=k`` each layer wider than k units is multiplied,
+    batch by batch, with a fixed random Gaussian matrix (seeded by ``projection_seed``), so only (n, k) is kept.
+    With ``cache_dir``, each layer's result is stored under a key of (weights, images, ids, layer, preprocessing,
+    projection) and reused on a rerun.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(preprocess, Preprocess):
+        preprocess = Preprocess.from_config(preprocess)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if projection_dim is not None and projection_dim < 1:
+        raise ValueError(f"projection_dim must be a positive number of dimensions or None, got {projection_dim}")
+    layers = resolve_layers(model, layers)
+    device = get_device(device)
+    cache_dir = Path(cache_dir) if cache_dir is not None else None
+
+    arrays: dict[str, np.ndarray] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    proj_info: dict[str, dict | None] = {}
+    keys = {}
+    if cache_dir is not None:
+        model_hash = weights_hash(model)
+        for layer in layers:
+            keys[layer] = _cache_key(model_hash, stimuli, layer, preprocess, projection_dim, projection_seed)
+            path = cache_dir / f"{keys[layer]}.npz"
+            if path.exists():
+                cached = Activations.load(path)
+                arrays[layer] = cached[layer]
+                shapes[layer] = cached.unit_shapes[layer]
+                proj_info[layer] = cached.projection[layer]
+    todo = [l for l in layers if l not in arrays]
+
+    if todo:
+        named = dict(model.named_modules())
+        was_training = model.training
+        model.eval()
+        model.to(device)
+        captured: dict[str, torch.Tensor] = {}
+        hooks = [named[l].register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(l, o)) for l in todo]
+        chunks: dict[str, list[np.ndarray]] = {l: [] for l in todo}
+        projections: dict[str, torch.Tensor | None] = {}
+        try:
+            n = len(stimuli)
+            bar = tqdm(range(0, n, batch_size), desc=f"extract {getattr(stimuli, 'name', '')}", unit="batch",
+                       disable=not progress, leave=False)
+            for start in bar:
+                x = preprocess(stimuli.images[start:start + batch_size], device=device)
+                captured.clear()
+                model(x)
+                for l in todo:
+                    out = captured.get(l)
+                    if not isinstance(out, torch.Tensor):
+                        raise TypeError(f"layer {l!r} returned {type(out).__name__}, not a tensor; pick a module "
+                                        f"whose output is a single tensor")
+                    shapes.setdefault(l, tuple(out.shape[1:]))
+                    flat = out.reshape(out.shape[0], -1).float()
+                    if l not in projections:
+                        use = projection_dim is not None and flat.shape[1] > projection_dim
+                        projections[l] = (random_projection(flat.shape[1], projection_dim, projection_seed, device)
+                                          if use else None)
+                        proj_info[l] = ({"dim": projection_dim, "seed": projection_seed, "n_units": flat.shape[1]}
+                                        if use else None)
+                    if projections[l] is not None:
+                        flat = flat @ projections[l]
+                    chunks[l].append(flat.cpu().numpy().astype(np.float32))
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+        for l in todo:
+            arrays[l] = np.concatenate(chunks[l])
+            if not np.isfinite(arrays[l]).all():
+                raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations: check the model "
+                                         f"weights and the preprocessing")
+            if cache_dir is not None:
+                Activations({l: arrays[l]}, stimuli.stimulus_ids, {l: shapes[l]}, {l: proj_info[l]}).save(
+                    cache_dir / f"{keys[l]}.npz")
+    return Activations({l: arrays[l] for l in layers}, stimuli.stimulus_ids, {l: shapes[l] for l in layers},
+                       {l: proj_info[l] for l in layers})
+
+
+def run_activations_path(run, stimulus_set: str) -> Path:
+    return run.cache / "activations" / f"{stimulus_set}.npz"
+
+
+def load_run_activations(run, stimulus_set: str) -> Activations:
+    """The activations the extract stage wrote for ``stimulus_set`` in this run."""
+    path = run_activations_path(run, stimulus_set)
+    if not path.exists():
+        have = sorted(p.stem for p in (run.cache / "activations").glob("*.npz"))
+        raise FileNotFoundError(f"no activations for stimulus set {stimulus_set!r} in {run.path}; extracted sets: "
+                                f"{have}. Add it to extract.stimulus_sets and rerun the extract stage.")
+    return Activations.load(path)
