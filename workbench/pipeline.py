@@ -104,12 +104,24 @@ def run_pipeline(cfg: dict, run: RunDir, stages: list[str] | None = None, force:
             # keep what earlier stages wrote; the failed stage reruns next time
             log(f"[workbench] {name} failed after {time.perf_counter() - start:.1f} s; earlier stages are kept in "
                 f"{run.path}. Fix the cause and rerun with run_dir={run.path} to resume.")
+            if "report" in todo and name != "report":
+                _partial_report(run, log)
             raise
         section = dict(section or {})
         section.setdefault("seconds", round(time.perf_counter() - start, 2))
         run.write_stage(name, section)
         log(f"[workbench] {name}: done in {section['seconds']:.1f} s")
     return run.metrics()
+
+
+def _partial_report(run: RunDir, log: Callable[[str], None]) -> None:
+    """Best effort: a report of what finished, so a failed run still shows its results."""
+    try:
+        from workbench.report import build_run_report
+
+        log(f"[workbench] partial report: {build_run_report(run.path)}")
+    except Exception as err:  # the stage's own error matters more than the report's
+        log(f"[workbench] no partial report ({type(err).__name__}: {err})")
 
 
 def _config_identity(cfg: dict) -> dict:

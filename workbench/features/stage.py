@@ -20,12 +20,15 @@ def extract_stage(run, cfg: dict) -> dict:
         path = run_activations_path(run, name)
         stimuli = load_stimuli(name)
         start = time.perf_counter()
+        keyed = run.cache / "activations" / "keyed"
         # a keyed cache inside the run: a rerun after a crash reuses the layers already extracted
         acts = extract_activations(model, stimuli, ex.get("layers"), preprocess=preprocess,
                                    batch_size=ex.get("batch_size", 64), device=cfg.get("device"),
                                    projection_dim=ex.get("projection_dim"), projection_seed=cfg.get("seed", 0),
-                                   cache_dir=run.cache / "activations" / "keyed")
+                                   cache_dir=keyed)
         acts.save(path)
+        for leftover in keyed.glob("*.npz"):  # the per-layer pieces are now in the set's file
+            leftover.unlink()
         section["stimulus_sets"][name] = {
             "n_stimuli": len(stimuli),
             "layers": {l: {"unit_shape": list(acts.unit_shapes[l]), "n_features": int(acts[l].shape[1]),
