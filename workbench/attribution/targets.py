@@ -1,0 +1,376 @@
+"""What an attribution map explains: one scalar per image, computed from the model.
+
+A target turns ``model(x)`` into a ``(N, 1)`` tensor: a class logit, a unit or channel of a named layer, the mean
+activity of a patch of a cortical sheet, or a neural site (the fitted linear readout of one recorded neuroid). Every
+reduction after the layer is linear (index, mean, weighted sum), so module-rule methods (DeepLift, shap
+DeepExplainer) see it as plain gradient flow and their completeness properties carry over unchanged.
+
+``TargetForward(model, target)`` is the ``nn.Module`` handed to captum and shap: it runs the model, grabs the named
+layer's output with a forward hook and reduces it. The whole forward pass runs even when the layer is early:
+stopping it half-way would skip hooks that captum and shap register on the remaining modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "Target", "ClassTarget", "UnitTarget", "PatchTarget", "NeuralSiteTarget", "TargetForward", "as_target",
+    "resolve_layer", "sheet_positions",
+]
+
+
+def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule called ``layer``; a KeyError lists the valid names when it does not exist."""
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        valid = [n for n in modules if n]
+        raise KeyError(
+            f"model {type(model).__name__} has no layer {layer!r}; valid layer names are: {', '.join(valid)}"
+        )
+    return modules[layer]
+
+
+def sheet_positions(model: nn.Module, layer: str) -> np.ndarray:
+    """Unit positions (n_units, 2) of ``model.cortical_sheets[layer]`` (flattened C, H, W order)."""
+    sheets = getattr(model, "cortical_sheets", None)
+    if sheets is None:
+        raise ValueError(
+            f"model {type(model).__name__} carries no cortical_sheets; pass positions= to PatchTarget, or use a "
+            "model trained with a topography section (workbench.models.CorticalSheet)"
+        )
+    try:
+        sheet = sheets[layer]
+    except (KeyError, IndexError, TypeError):
+        names = list(sheets.keys()) if hasattr(sheets, "keys") else []
+        raise KeyError(f"no cortical sheet for layer {layer!r}; the model has sheets for: {names}") from None
+    pos = getattr(sheet, "positions", None)
+    if pos is None and isinstance(sheet, dict):
+        pos = sheet.get("positions")
+    if pos is None:
+        raise ValueError(f"cortical sheet of layer {layer!r} has no positions")
+    if isinstance(pos, torch.Tensor):
+        pos = pos.detach().cpu().numpy()
+    return np.asarray(pos, dtype=np.float64)
+
+
+class Target:
+    """Base class of targets; ``layer`` None means the model output."""
+
+    kind: str = ""
+    layer: str | None = None
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "layer": self.layer, "label": self.label}
+
+    def weights(self, unit_shape: tuple[int, ...], model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w, b) with target = flatten(layer output) @ w + b; validated against the layer's unit shape."""
+        raise NotImplementedError
+
+
+def _flat_index(unit: int | Sequence[int], unit_shape: tuple[int, ...], layer: str | None) -> int:
+    n = int(np.prod(unit_shape))
+    if isinstance(unit, (int, np.integer)):
+        if not 0 <= int(unit) < n:
+            raise ValueError(f"unit {unit} is out of range for layer {layer!r} with {n} units (shape {unit_shape})")
+        return int(unit)
+    idx = tuple(int(u) for u in unit)
+    if len(idx) != len(unit_shape) or any(not 0 <= i < s for i, s in zip(idx, unit_shape)):
+        raise ValueError(f"unit {idx} does not index layer {layer!r} of unit shape {unit_shape}")
+    return int(np.ravel_multi_index(idx, unit_shape))
+
+
+@dataclass
+class ClassTarget(Target):
+    """The logit (pre-softmax output) of class ``index``."""
+
+    index: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.index, bool) or not isinstance(self.index, (int, np.integer)):
+            raise TypeError(f"class index must be an int, got {self.index!r}")
+
+    kind = "class"
+
+    @property
+    def label(self) -> str:
+        return f"class {self.index}"
+
+    def describe(self):
+        return {**super().describe(), "index": int(self.index)}
+
+    def weights(self, unit_shape, model):
+        n = int(np.prod(unit_shape))
+        if len(unit_shape) != 1:
+            raise ValueError(f"the model output must be (N, n_classes) for a class target, got unit shape {unit_shape}")
+        if not 0 <= self.index < n:
+            raise ValueError(f"class {self.index} is out of range: the model has {n} outputs (0..{n - 1})")
+        w = torch.zeros(n)
+        w[self.index] = 1.0
+        return w, torch.zeros(())
+
+
+@dataclass
+class UnitTarget(Target):
+    """One unit of ``layer`` (flat index in C,H,W order, or a (c, h, w) tuple), or the spatial mean of a channel."""
+
+    layer: str = ""
+    unit: int | tuple[int, ...] | None = None
+    channel: int | None = None
+
+    def __post_init__(self):
+        if not self.layer:
+            raise ValueError("UnitTarget needs the name of a layer (layer='conv3')")
+        if (self.unit is None) == (self.channel is None):
+            raise ValueError("UnitTarget takes exactly one of unit= (a unit) or channel= (a channel's mean)")
+
+    kind = "unit"
+
+    @property
+    def label(self) -> str:
+        what = f"channel {self.channel}" if self.channel is not None else f"unit {self.unit}"
+        return f"{self.layer} {what}"
+
+    def describe(self):
+        unit = list(self.unit) if isinstance(self.unit, tuple) else self.unit
+        return {**super().describe(), "unit": unit, "channel": self.channel}
+
+    def weights(self, unit_shape, model):
+        n = int(np.prod(unit_shape))
+        w = torch.zeros(n)
+        if self.unit is not None:
+            w[_flat_index(self.unit, unit_shape, self.layer)] = 1.0
+        else:
+            c = int(self.channel)
+            n_channels = unit_shape[0]
+            if not 0 <= c < n_channels:
+                raise ValueError(f"channel {c} is out of range for layer {self.layer!r} with {n_channels} channels")
+            per_channel = n // n_channels
+            w[c * per_channel:(c + 1) * per_channel] = 1.0 / per_channel
+        return w, torch.zeros(())
+
+
+@dataclass
+class PatchTarget(Target):
+    """Mean activity of the units of ``layer`` within ``radius`` of ``centre`` on the cortical sheet.
+
+    ``positions`` (n_units, 2) defaults to ``model.cortical_sheets[layer].positions`` (workbench.models.sheet).
+    """
+
+    layer: str = ""
+    centre: tuple[float, float] = (0.0, 0.0)
+    radius: float = 1.0
+    positions: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if not self.layer:
+            raise ValueError("PatchTarget needs the name of a layer with a cortical sheet")
+        if len(self.centre) != 2:
+            raise ValueError(f"centre must be an (x, y) position on the sheet, got {self.centre}")
+        if not (np.isfinite(self.radius) and self.radius > 0):
+            raise ValueError(f"radius must be a positive distance on the sheet, got {self.radius}")
+
+    kind = "patch"
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer} patch ({self.centre[0]:.3g}, {self.centre[1]:.3g}) r={self.radius:.3g}"
+
+    def describe(self):
+        return {**super().describe(), "centre": [float(c) for c in self.centre], "radius": float(self.radius)}
+
+    def mask(self, unit_shape, model) -> np.ndarray:
+        pos = self.positions if self.positions is not None else sheet_positions(model, self.layer)
+        pos = np.asarray(pos, dtype=np.float64)
+        n = int(np.prod(unit_shape))
+        if pos.shape != (n, 2):
+            raise ValueError(
+                f"positions of layer {self.layer!r} have shape {pos.shape}; expected ({n}, 2) for unit shape "
+                f"{unit_shape} (flattened C, H, W order)"
+            )
+        inside = np.hypot(*(pos - np.asarray(self.centre, dtype=np.float64)).T) <= self.radius
+        if not inside.any():
+            lo, hi = pos.min(0), pos.max(0)
+            raise ValueError(
+                f"no unit of {self.layer!r} lies within {self.radius} of {tuple(self.centre)}; the sheet spans "
+                f"x {lo[0]:.3g}..{hi[0]:.3g}, y {lo[1]:.3g}..{hi[1]:.3g}"
+            )
+        return inside
+
+    def weights(self, unit_shape, model):
+        inside = self.mask(unit_shape, model)
+        w = torch.from_numpy(inside.astype(np.float32) / inside.sum())
+        return w, torch.zeros(())
+
+
+@dataclass
+class NeuralSiteTarget(Target):
+    """Predicted response of one neuroid: ``coef[neuroid] @ flatten(layer output) + intercept[neuroid]``.
+
+    ``coef`` (n_neuroids, n_units) and ``intercept`` (n_neuroids,) are the fitted linear readout from the alignment
+    stage. Optional ``feature_mean`` / ``feature_scale`` (n_units,) standardise the features first, when the readout
+    was fitted on standardised features (target = coef @ ((f - mean) / scale) + intercept).
+    """
+
+    layer: str = ""
+    coef: np.ndarray | None = field(default=None, repr=False)
+    intercept: np.ndarray | None = field(default=None, repr=False)
+    neuroid: int = 0
+    neuroid_id: str | None = None
+    feature_mean: np.ndarray | None = field(default=None, repr=False)
+    feature_scale: np.ndarray | None = field(default=None, repr=False)
+    source: str = ""
+
+    def __post_init__(self):
+        if not self.layer:
+            raise ValueError("NeuralSiteTarget needs the layer the readout was fitted on")
+        if self.coef is None:
+            raise ValueError("NeuralSiteTarget needs coef (n_neuroids, n_units) of the fitted readout")
+        self.coef = np.atleast_2d(np.asarray(self.coef, dtype=np.float64))
+        n_neuroids = self.coef.shape[0]
+        self.intercept = (np.zeros(n_neuroids) if self.intercept is None
+                          else np.atleast_1d(np.asarray(self.intercept, dtype=np.float64)))
+        if self.intercept.shape != (n_neuroids,):
+            raise ValueError(f"intercept has shape {self.intercept.shape}; expected ({n_neuroids},) to match coef")
+        if not 0 <= int(self.neuroid) < n_neuroids:
+            raise ValueError(f"neuroid {self.neuroid} is out of range: the readout has {n_neuroids} neuroids")
+        if not (np.isfinite(self.coef).all() and np.isfinite(self.intercept).all()):
+            raise ValueError("the readout's coef or intercept contains NaN or inf")
+
+    kind = "neural_site"
+
+    @property
+    def label(self) -> str:
+        name = self.neuroid_id if self.neuroid_id is not None else f"#{self.neuroid}"
+        return f"neuroid {name} via {self.layer}"
+
+    def describe(self):
+        return {**super().describe(), "neuroid": int(self.neuroid), "neuroid_id": self.neuroid_id,
+                "source": self.source}
+
+    @classmethod
+    def from_npz(cls, path: str | Path, neuroid: int | str = 0, layer: str | None = None) -> "NeuralSiteTarget":
+        """Load a readout saved by the alignment stage (``<layer>.npz`` with coef, intercept[, neuroid_ids])."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no readout file {path}; run the align stage first (it writes cache/readouts)")
+        with np.load(path, allow_pickle=False) as z:
+            if "coef" not in z:
+                raise KeyError(f"{path} has no 'coef' array; found {list(z.keys())}")
+            arrays = {k: z[k] for k in z.keys()}
+        ids = None
+        for key in ("neuroid_ids", "neuroid_id"):
+            if key in arrays:
+                ids = [str(i) for i in arrays[key]]
+        if isinstance(neuroid, str):
+            if ids is None or neuroid not in ids:
+                raise KeyError(f"neuroid {neuroid!r} not in {path.name}; ids are {ids[:10] if ids else 'absent'}")
+            index = ids.index(neuroid)
+        else:
+            index = int(neuroid)
+        return cls(layer=layer or path.stem, coef=arrays["coef"], intercept=arrays.get("intercept"),
+                   neuroid=index, neuroid_id=ids[index] if ids and index < len(ids) else None,
+                   feature_mean=arrays.get("feature_mean"), feature_scale=arrays.get("feature_scale"),
+                   source=str(path))
+
+    def weights(self, unit_shape, model):
+        n = int(np.prod(unit_shape))
+        if self.coef.shape[1] != n:
+            raise ValueError(
+                f"readout coef has {self.coef.shape[1]} features but layer {self.layer!r} has {n} units "
+                f"(shape {unit_shape}); was the readout fitted on projected features (extract.projection_dim)?"
+            )
+        w = self.coef[int(self.neuroid)].copy()
+        b = float(self.intercept[int(self.neuroid)])
+        # Standardisation folds into the linear map: coef @ ((f - m) / s) = (coef / s) @ f - coef @ (m / s).
+        if self.feature_scale is not None:
+            scale = np.asarray(self.feature_scale, dtype=np.float64).reshape(-1)
+            if scale.shape != (n,) or np.any(scale == 0):
+                raise ValueError(f"feature_scale must be ({n},) and non-zero")
+            w = w / scale
+        if self.feature_mean is not None:
+            mean = np.asarray(self.feature_mean, dtype=np.float64).reshape(-1)
+            if mean.shape != (n,):
+                raise ValueError(f"feature_mean must be ({n},)")
+            b = b - float(w @ mean)
+        return torch.from_numpy(w.astype(np.float32)), torch.tensor(b, dtype=torch.float32)
+
+
+def as_target(target: Any) -> Target:
+    """An int is a class logit; a Target passes through; a dict names the kind (``{"kind": "unit", ...}``)."""
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        return ClassTarget(index=int(target))
+    if isinstance(target, dict):
+        spec = dict(target)
+        kind = spec.pop("kind", None)
+        kinds = {"class": ClassTarget, "unit": UnitTarget, "patch": PatchTarget, "neural_site": NeuralSiteTarget}
+        if kind not in kinds:
+            raise ValueError(f"target kind {kind!r} is unknown; use one of {sorted(kinds)}")
+        if "centre" in spec:
+            spec["centre"] = tuple(spec["centre"])
+        if "unit" in spec and isinstance(spec["unit"], list):
+            spec["unit"] = tuple(spec["unit"])
+        return kinds[kind](**spec)
+    raise TypeError(
+        f"target must be a class index (int), a workbench.attribution Target or a dict with 'kind'; got {target!r}"
+    )
+
+
+class TargetForward(nn.Module):
+    """``x -> (N, 1)`` target values: the model, a hook on the named layer and a fixed linear reduction."""
+
+    def __init__(self, model: nn.Module, target: Target, example: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.target = target
+        self._captured: list[torch.Tensor] = []
+        self._handle = None
+        if target.layer is not None:
+            self._handle = resolve_layer(model, target.layer).register_forward_hook(self._capture)
+        with torch.no_grad():
+            features = self._features(example[:1])
+        self.unit_shape = tuple(features.shape[1:])
+        w, b = target.weights(self.unit_shape, model)
+        self.register_buffer("weight", w.to(features.dtype).to(features.device))
+        self.register_buffer("bias", b.to(features.dtype).to(features.device))
+
+    def _capture(self, module, inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {self.target.layer!r} returns {type(output).__name__}, not a tensor")
+        self._captured.append(output)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        self._captured.clear()
+        out = self.model(x)
+        if self.target.layer is None:
+            return out
+        if len(self._captured) != 1:
+            n = len(self._captured)
+            self._captured.clear()
+            raise ValueError(
+                f"layer {self.target.layer!r} ran {n} times in one forward pass; its output is ambiguous. "
+                "Pick a layer that runs once (a reused module has one name for several places in the network)."
+            )
+        feats = self._captured.pop()
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self._features(x).flatten(1)
+        return (feats @ self.weight + self.bias).unsqueeze(1)
+
+    def remove(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
