@@ -1,0 +1,135 @@
+"""RSA against rsatoolbox on the real 92-image data: hIT (4 subjects, sessions averaged) and the shipped models."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+rsatoolbox = pytest.importorskip("rsatoolbox")
+from rsatoolbox.data import Dataset  # noqa: E402
+from rsatoolbox.inference import boot_noise_ceiling, eval_bootstrap, eval_bootstrap_pattern, eval_bootstrap_rdm  # noqa: E402
+from rsatoolbox.model import ModelFixed  # noqa: E402
+from rsatoolbox.rdm import RDMs, calc_rdm, compare  # noqa: E402
+
+from workbench.alignment import (COMPARE_METHODS, RSATOOLBOX_NAMES, bootstrap_rsa, compare_rdms,  # noqa: E402
+                                 compute_rdm, noise_ceiling)
+
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def hit(data_root):
+    from workbench.data import load_rdms
+
+    return load_rdms("kriegeskorte2008", region="hIT").mean("session")
+
+
+@pytest.fixture(scope="module")
+def models(data_root):
+    from workbench.data import load_model_rdms
+
+    return load_model_rdms()
+
+
+@pytest.mark.parametrize("method", COMPARE_METHODS)
+def test_compare_and_noise_ceiling_equal_rsatoolbox(hit, models, method):
+    ours = compare_rdms(models, hit, method)
+    ref = compare(RDMs(models.values), RDMs(hit.values), RSATOOLBOX_NAMES[method])
+    assert ours.shape == (8, 4)
+    np.testing.assert_allclose(ours, ref, atol=TOL, rtol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_nc = boot_noise_ceiling(RDMs(hit.values), method=RSATOOLBOX_NAMES[method])
+    np.testing.assert_allclose(noise_ceiling(hit, method), ref_nc, atol=TOL, rtol=0)
+
+
+def test_compare_layouts(hit, models):
+    a, b = models.values[2], hit.values[0]
+    iu = np.triu_indices(92, 1)
+    single = compare_rdms(a, b, "kendall_tau_a")
+    assert isinstance(single, float)
+    assert single == pytest.approx(compare_rdms(a[iu], b[iu], "kendall_tau_a"), abs=1e-12)
+    stack = compare_rdms(models.values[:, iu[0], iu[1]], b, "kendall_tau_a")
+    assert stack.shape == (8, 1) and stack[2, 0] == pytest.approx(single, abs=1e-12)
+
+
+def _rsatoolbox_models(models):
+    return [ModelFixed(str(n), RDMs(m[None])) for n, m in zip(models.model.values, models.values)]
+
+
+@pytest.mark.parametrize("scheme,method", [("stimuli", "kendall_tau_a"), ("stimuli", "spearman"),
+                                           ("subjects", "pearson"), ("both", "kendall_tau_a"),
+                                           ("both", "cosine")])
+def test_bootstrap_equals_rsatoolbox_on_same_indices(hit, models, scheme, method):
+    # rsatoolbox draws from numpy's global RNG in the order bootstrap_indices uses, so one seed gives the same
+    # resampled subjects/stimuli to both (and so duplicated stimuli, whose self-pairs rsatoolbox drops)
+    n = 4
+    fn = {"stimuli": eval_bootstrap_pattern, "subjects": eval_bootstrap_rdm, "both": eval_bootstrap}[scheme]
+    np.random.seed(7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = fn(_rsatoolbox_models(models), RDMs(hit.values), method=RSATOOLBOX_NAMES[method], N=n)
+    ours = bootstrap_rsa(models, hit, method, n_bootstrap=n, scheme=scheme, seed=7, progress=False)
+    np.testing.assert_allclose(ours.samples, ref.evaluations.reshape(n, -1), atol=TOL, rtol=0)
+    np.testing.assert_allclose(ours.ceiling_samples, np.asarray(ref.noise_ceiling).T, atol=TOL, rtol=0)
+    if scheme == "stimuli":
+        assert (np.bincount(ours.stimulus_indices[0], minlength=92) > 1).any()  # duplicates were exercised
+
+
+def test_bootstrap_result_intervals(hit, models):
+    res = bootstrap_rsa(models, hit, "spearman", n_bootstrap=30, scheme="both", seed=0, progress=False)
+    ci = res.ci()
+    assert ci.shape == (8, 2) and (ci[:, 0] <= ci[:, 1]).all()
+    d = res.difference_ci()
+    assert d.shape == (8, 8, 2)
+    np.testing.assert_allclose(d[1, 0], -d[0, 1][::-1])
+    out = res.to_dict()
+    assert out["scores"]["animacy"]["score"] == pytest.approx(compare_rdms(models[0], hit, "spearman").mean())
+    assert out["noise_ceiling"]["lower"] < out["noise_ceiling"]["upper"]
+    # same seed, same samples
+    again = bootstrap_rsa(models, hit, "spearman", n_bootstrap=30, scheme="both", seed=0, progress=False)
+    np.testing.assert_array_equal(res.samples, again.samples)
+
+
+def test_compute_rdm_equals_rsatoolbox():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 30))
+    for ours_name, ref_name in [("correlation", "correlation"), ("euclidean", "euclidean")]:
+        ref = calc_rdm(Dataset(x), method=ref_name).get_matrices()[0]
+        np.testing.assert_allclose(compute_rdm(x, ours_name), ref, atol=1e-10)
+    from scipy.spatial.distance import pdist, squareform
+    np.testing.assert_allclose(compute_rdm(x, "cosine"), squareform(pdist(x, "cosine")), atol=1e-10)
+    reps = rng.normal(size=(3, 12, 30))
+    ds = Dataset(reps.reshape(-1, 30), obs_descriptors={"stim": np.tile(np.arange(12), 3),
+                                                         "run": np.repeat(np.arange(3), 12)})
+    ref = calc_rdm(ds, method="crossnobis", descriptor="stim", cv_descriptor="run").get_matrices()[0]
+    np.testing.assert_allclose(compute_rdm(reps, "crossnobis"), ref, atol=1e-10)
+    prec = np.linalg.inv(np.cov(rng.normal(size=(100, 30)), rowvar=False))
+    ref = calc_rdm(ds, method="crossnobis", descriptor="stim", cv_descriptor="run", noise=prec).get_matrices()[0]
+    np.testing.assert_allclose(compute_rdm(reps, "crossnobis", noise_precision=prec), ref, atol=1e-10)
+
+
+def test_bad_inputs(hit, models):
+    with pytest.raises(ValueError, match="different sizes"):
+        compare_rdms(models.values[0], hit.values[0][:50, :50])
+    bad = hit.values[0].copy()
+    bad[3, 5] = bad[5, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        compare_rdms(models.values[0], bad)
+    with pytest.raises(ValueError, match="at least 3 stimuli"):
+        compare_rdms(np.array([[0, 1.0], [1.0, 0]]), np.array([[0, 2.0], [2.0, 0]]))
+    with pytest.raises(ValueError, match="at least 2 subjects"):
+        noise_ceiling(hit.values[:1])
+    shuffled = hit.isel(stimulus=slice(None, None, -1), stimulus_b=slice(None, None, -1))
+    with pytest.raises(ValueError, match="different stimuli"):
+        compare_rdms(models[0], shuffled)
+    with pytest.raises(ValueError, match="unknown RDM comparison"):
+        compare_rdms(models[0], hit, "kendall_b")
+    with pytest.raises(ValueError, match="not symmetric"):
+        asym = hit.values[0].copy()
+        asym[0, 1] += 1
+        compare_rdms(models.values[0], asym)
+    with pytest.raises(ValueError, match="scheme='subjects'"):
+        bootstrap_rsa(models, hit, "whitened_cosine", n_bootstrap=2, scheme="stimuli", progress=False)
+    with pytest.raises(ValueError, match="constant pattern"):
+        compute_rdm(np.vstack([np.ones(5), np.arange(5.0), np.arange(5.0)[::-1] ** 2]), "correlation")
