@@ -140,7 +140,9 @@ def compute_rdm(features: Any, metric: str = "correlation", noise_precision: Any
     """
     if metric not in RDM_METRICS:
         raise ValueError(f"unknown RDM metric {metric!r}; choose one of {', '.join(RDM_METRICS)}")
-    x = torch.as_tensor(_to_numpy(features), dtype=DTYPE, device=device)
+    from workbench.utils import get_device
+
+    x = torch.as_tensor(_to_numpy(features), dtype=DTYPE, device=get_device(device) if device is not None else None)
     if torch.isnan(x).any():
         raise ValueError("features contain NaN; drop or impute those units/stimuli before computing an RDM")
     if metric == "crossnobis":

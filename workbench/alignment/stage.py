@@ -259,7 +259,9 @@ def align_stage(run, cfg: dict) -> dict:
     start = time.perf_counter()
     al = merge_config(cfg.get("align"))
     seed = int(cfg.get("seed", 0))
-    device = cfg.get("device")
+    from workbench.utils import get_device
+
+    device = get_device(cfg.get("device"))  # "auto" -> CUDA when present
     available = list(load_run_activations(run, "kriegeskorte92"))
     layers = list(al.get("layers") or available)
     missing = [l for l in layers if l not in available]

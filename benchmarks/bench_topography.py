@@ -1,0 +1,105 @@
+"""Training-step time with the topographic loss divided by the time without it (same model, batch, device).
+
+    python benchmarks/bench_topography.py [--model small_cnn] [--width 32] [--batch 128] [--steps 20]
+                                          [--loss spatial_correlation] [--device auto]
+
+Goal: ratio <= 1.15. Runs alternate between the two settings (interleaved repeats, median per setting), so
+thermal or background drift hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from workbench.models import build_model
+from workbench.training.losses import parse_topography
+from workbench.utils import get_device
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_step(model_cfg: dict, device, topographic: bool):
+    torch.manual_seed(0)
+    model = build_model(model_cfg).to(device).train()
+    objectives = parse_topography(model_cfg, model) if topographic else []
+    for obj in objectives:
+        obj.loss.to(device)
+    captured = {}
+    for layer in {o.layer for o in objectives if o.loss.needs_activations}:
+        model.get_submodule(layer).register_forward_hook(lambda m, i, o, layer=layer: captured.__setitem__(layer, o))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        for obj in objectives:
+            loss = loss + obj.weight * obj.loss(captured.get(obj.layer))
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def timed(step, x, y, steps: int, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main(argv=None) -> float:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="small_cnn")
+    ap.add_argument("--width", type=int, default=None, help="small_cnn width (default: the config's)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--loss", default=None, help="override topography.loss (spatial_correlation | weight_smoothness)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model_cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{args.model}.yaml").read_text())
+    if args.width is not None:
+        model_cfg["width"] = args.width
+    if args.loss:
+        model_cfg["topography"]["loss"] = args.loss
+    if not model_cfg["topography"].get("weight"):
+        model_cfg["topography"]["weight"] = 1.0
+    device = get_device(args.device)
+    size = int(model_cfg["preprocess"]["image_size"])
+    x = torch.randn(args.batch, 3, size, size, device=device)
+    y = torch.randint(0, int(model_cfg["num_classes"]), (args.batch,), device=device)
+    plain = make_step(copy.deepcopy(model_cfg), device, topographic=False)
+    topo = make_step(copy.deepcopy(model_cfg), device, topographic=True)
+    for step in (plain, topo):  # warm-up (allocator, cuDNN autotune, first-call overheads)
+        timed(step, x, y, 2, device)
+    t_plain, t_topo = [], []
+    for _ in range(args.repeats):
+        t_plain.append(timed(plain, x, y, args.steps, device))
+        t_topo.append(timed(topo, x, y, args.steps, device))
+    mp, mt = statistics.median(t_plain), statistics.median(t_topo)
+    layers = model_cfg["topography"]["layers"]
+    print(f"device={device} model={args.model} width={model_cfg.get('width')} batch={args.batch} "
+          f"threads={torch.get_num_threads()} layers={layers} loss={model_cfg['topography']['loss']}")
+    print(f"plain step {mp * 1000:.1f} ms, topographic step {mt * 1000:.1f} ms")
+    print(f"ratio {mt / mp:.3f} (goal <= 1.15)")
+    return mt / mp
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Models with named layers, their cortical sheets, and checkpoints that load with ``weights_only=True``.
+
+    build_model(model_cfg) -> nn.Module          # cfg["model"]: name, num_classes, width, weights, topography, ...
+    layer_names(model) -> list[str]              # valid extraction / topography layer names
+    layer_unit_shapes(model, image_size) -> {layer: (C, H, W) or (n,)}
+    build_sheets(model, model_cfg) -> {layer: CorticalSheet}
+    save_checkpoint(path, model, model_cfg, sheets) / load_checkpoint(path) -> model (with .cortical_sheets)
+
+A user adds a model without editing the package::
+
+    from workbench.models import MODELS
+    @MODELS.register("my_net", citation="...")
+    def my_net(num_classes=10): ...          # returns an nn.Module; set .workbench_layers to name its layers
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from workbench.models.networks import RESNET_LAYERS, SMALL_CNN_LAYERS, SmallCNN, resnet18_cifar, resnet18_imagenet
+from workbench.models.sheet import CorticalSheet, channel_tile_shape
+from workbench.registry import Registry
+
+__all__ = [
+    "MODELS", "build_model", "layer_names", "layer_unit_shapes", "build_sheets", "sheet_config",
+    "save_checkpoint", "load_checkpoint", "CorticalSheet", "channel_tile_shape", "CHECKPOINT_FORMAT",
+]
+
+CHECKPOINT_FORMAT = "workbench.model/1"
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+_RESNET_CITATION = ("He, K., Zhang, X., Ren, S., & Sun, J. (2016). Deep residual learning for image recognition. "
+                    "CVPR, 770-778.")
+
+
+@MODELS.register("small_cnn", citation="workbench small CNN (4 conv blocks + linear read-out), trained on CIFAR-10: "
+                 "Krizhevsky, A. (2009). Learning multiple layers of features from tiny images. Tech. report, "
+                 "Univ. of Toronto.", description="4 conv-BN-ReLU blocks, 32 px input")
+def _small_cnn(num_classes: int = 10, width: int = 32, dropout: float = 0.0, weights: str | None = None) -> nn.Module:
+    if weights:
+        raise ValueError("small_cnn has no pretrained weights; set model.weights: null (train it with the train stage)")
+    model = SmallCNN(num_classes=num_classes, width=int(width), dropout=float(dropout))
+    model.workbench_layers = list(SMALL_CNN_LAYERS)
+    return model
+
+
+@MODELS.register("resnet18_32", citation=_RESNET_CITATION, description="ResNet-18 with a 3x3/1 stem for 32 px")
+def _resnet18_32(num_classes: int = 10, weights: str | None = None) -> nn.Module:
+    model = resnet18_cifar(num_classes=num_classes, weights=weights)
+    model.workbench_layers = list(RESNET_LAYERS)
+    return model
+
+
+@MODELS.register("resnet18", citation=_RESNET_CITATION, description="torchvision ResNet-18, 224 px stem")
+def _resnet18(num_classes: int = 1000, weights: str | None = None) -> nn.Module:
+    model = resnet18_imagenet(num_classes=num_classes, weights=weights)
+    model.workbench_layers = list(RESNET_LAYERS)
+    return model
+
+
+# Keys of cfg["model"] that are not architecture arguments (read by the training and topography code).
+_SHARED_KEYS = {"name", "num_classes", "preprocess", "topography", "optimizer", "weights"}
+
+
+def _plain(obj: Any) -> Any:
+    """A JSON-able deep copy (OmegaConf containers, tuples, numpy scalars -> dict/list/float)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(obj, (DictConfig, ListConfig)):
+            obj = OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    from workbench.utils import to_json
+
+    return json.loads(to_json(obj))
+
+
+def build_model(model_cfg: dict) -> nn.Module:
+    """Build ``model_cfg["name"]`` from the registry; attaches ``.cortical_sheets`` for its topography layers.
+
+    Initial weights come from torch's global RNG: seed it (``workbench.utils.seed_everything``) first.
+    """
+    if not isinstance(model_cfg, dict) and not hasattr(model_cfg, "keys"):
+        raise TypeError(f"model_cfg must be the cfg['model'] dict, got {type(model_cfg).__name__}")
+    model_cfg = _plain(model_cfg)
+    if "name" not in model_cfg:
+        raise KeyError(f"model config needs a 'name'; registered models are: {', '.join(MODELS.names())}")
+    builder = MODELS.get(model_cfg["name"])
+    params = inspect.signature(builder).parameters
+    kwargs = {}
+    for key, value in model_cfg.items():
+        if key in params:
+            kwargs[key] = value
+        elif key not in _SHARED_KEYS:
+            raise ValueError(f"model {model_cfg['name']!r} takes no option {key!r}; its options are "
+                             f"{sorted(params)} (plus {sorted(_SHARED_KEYS)})")
+    num_classes = kwargs.get("num_classes", params["num_classes"].default if "num_classes" in params else None)
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    model = builder(**kwargs)
+    model.workbench_name = model_cfg["name"]
+    model.cortical_sheets = build_sheets(model, model_cfg)
+    return model
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The layer names that extraction, topography and lesions accept for this model (forward order)."""
+    names = getattr(model, "workbench_layers", None)
+    if names is None:  # a model from elsewhere: its top-level children
+        names = [n for n, _ in model.named_children()]
+    return list(names)
+
+
+def check_layers(model: nn.Module, layers: list[str]) -> None:
+    valid = layer_names(model)
+    unknown = [layer for layer in layers if layer not in valid]
+    if unknown:
+        raise KeyError(f"unknown layer(s) {unknown} for model {getattr(model, 'workbench_name', type(model).__name__)}"
+                       f"; valid layers are: {valid}")
+
+
+def infer_image_size(model_cfg: dict) -> int:
+    pre = model_cfg.get("preprocess") or {}
+    if "image_size" in pre:
+        return int(pre["image_size"])
+    return 224 if model_cfg.get("name") == "resnet18" else 32
+
+
+@torch.no_grad()
+def layer_unit_shapes(model: nn.Module, image_size: int = 32, layers: list[str] | None = None,
+                      in_channels: int = 3) -> dict[str, tuple[int, ...]]:
+    """Output shape (without batch) of each named layer, from one forward pass of a zero image in eval mode."""
+    layers = layer_names(model) if layers is None else list(layers)
+    check_layers(model, layers)
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name in layers:
+        def hook(_m, _inp, out, name=name):
+            shapes.setdefault(name, tuple(out.shape[1:]))
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()  # eval: batch-norm running statistics must not move
+        model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def sheet_config(model_cfg: dict, layer: str) -> dict[str, Any]:
+    """The sheet options for one layer: topography.sheet, overridden by topography.sheet_per_layer[layer]."""
+    topo = model_cfg.get("topography") or {}
+    base = dict(topo.get("sheet") or {})
+    base.update((topo.get("sheet_per_layer") or {}).get(layer, {}) or {})
+    allowed = {"size_mm", "grid", "jitter", "seed", "shuffle_channels"}
+    extra = set(base) - allowed
+    if extra:
+        raise ValueError(f"unknown sheet option(s) {sorted(extra)} for layer {layer!r}; allowed: {sorted(allowed)}")
+    return base
+
+
+def topography_layers(model_cfg: dict) -> list[str]:
+    topo = model_cfg.get("topography") or {}
+    layers = topo.get("layers") or []
+    if isinstance(layers, str):
+        layers = [layers]
+    return list(layers)
+
+
+def build_sheets(model: nn.Module, model_cfg: dict, layers: list[str] | None = None) -> dict[str, CorticalSheet]:
+    """A CorticalSheet for each topography layer (``model_cfg['topography']['layers']`` unless ``layers``)."""
+    layers = topography_layers(model_cfg) if layers is None else list(layers)
+    if not layers:
+        return {}
+    check_layers(model, layers)
+    shapes = layer_unit_shapes(model, infer_image_size(model_cfg), layers)
+    return {layer: CorticalSheet(shapes[layer], layer=layer, **sheet_config(model_cfg, layer)) for layer in layers}
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_cfg: dict,
+                    sheets: dict[str, CorticalSheet] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write weights + model config + sheets atomically; only tensors and plain containers (weights_only-safe)."""
+    from workbench.utils import atomic_torch_save
+
+    sheets = getattr(model, "cortical_sheets", {}) if sheets is None else sheets
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_cfg": _plain(model_cfg),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "sheets": {name: sheet.to_dict() for name, sheet in sheets.items()},
+        "extra": _plain(extra or {}),
+    }
+    return atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model from the stored config, restore its weights and its cortical sheets (eval mode)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; run the train stage first (or pass the right path)")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a workbench model checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
+                         "Lightning .ckpt files are for resuming training, load checkpoints/model.pt instead")
+    model_cfg = dict(payload["model_cfg"])
+    # Never download weights to rebuild a checkpoint: the stored state_dict holds them all.
+    model_cfg["weights"] = None
+    model_cfg_no_topo = {k: v for k, v in model_cfg.items() if k != "topography"}
+    model = build_model(model_cfg_no_topo)
+    model.load_state_dict(payload["state_dict"])
+    model.cortical_sheets = {name: CorticalSheet.from_dict(d) for name, d in payload["sheets"].items()}
+    model.workbench_cfg = payload["model_cfg"]
+    model.eval()
+    return model
+
+
+from workbench.models.mlp import MLP, MLP_LAYERS  # noqa: E402  (registered below, after the CNNs)
+
+
+@MODELS.register("mlp", citation="workbench fully connected control (3 dense blocks + linear read-out), the "
+                 "no-convolution baseline of the inductive-bias study", description="dense network, ~0.4 M params")
+def _mlp(num_classes: int = 10, image_size: int = 32, hidden: list[int] | tuple[int, ...] = (104, 208, 256),
+         weights: str | None = None) -> nn.Module:
+    if weights:
+        raise ValueError("mlp has no pretrained weights; set model.weights: null")
+    model = MLP(num_classes=num_classes, image_size=int(image_size), hidden=tuple(int(h) for h in hidden))
+    model.workbench_layers = list(MLP_LAYERS)
+    return model
