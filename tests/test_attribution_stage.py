@@ -40,7 +40,7 @@ def test_attribute_stage_tiny(data_root, tmp_path):
     model = build_model(cfg["model"])
     with torch.no_grad():
         n_units = model.conv3(model.conv2(model.conv1(torch.zeros(1, 3, 32, 32)))).numel()
-    folder = run.cache / "readouts" / "cowley_v4_201025"
+    folder = run.cache / "readouts" / "cowley_v4_210325"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     np.savez(folder / "conv3.npz", coef=rng.normal(size=(2, n_units)) / np.sqrt(n_units), intercept=np.zeros(2))
@@ -49,7 +49,7 @@ def test_attribute_stage_tiny(data_root, tmp_path):
     json.dumps(section)  # JSON-able for metrics.json
     for fig in ("attribute_overlays_92", "attribute_overlays_v4", "attribute_checks"):
         assert (run.figures / f"{fig}.png").is_file()
-    v4 = section["stimulus_sets"]["cowley_v4_201025"]["targets"]
+    v4 = section["stimulus_sets"]["cowley_v4_210325"]["targets"]
     assert "neuroid #0 via conv3" in v4
     assert "neuroid #0 via conv3" not in section["stimulus_sets"]["kriegeskorte92"]["targets"]
     assert any(k.startswith("conv3 patch") for k in v4) and "conv3 channel 0" in v4
@@ -68,9 +68,9 @@ def test_attribute_stage_says_why_neural_site_is_skipped(data_root, tmp_path):
     from workbench.run import RunDir
 
     cfg = _cfg(tmp_path)
-    cfg["attribute"].update(methods=["saliency"], stimulus_sets=["cowley_v4_201025"], n_images=1,
+    cfg["attribute"].update(methods=["saliency"], stimulus_sets=["cowley_v4_210325"], n_images=1,
                             checks={"randomisation": False, "faithfulness": False})
     cfg["attribute"]["targets"] = {"units": [], "patches": None}
     section = attribute_stage(RunDir(tmp_path / "run"), cfg)
     assert "no fitted readouts" in section["skipped"]["neural_site:201025"]
-    assert list(section["stimulus_sets"]["cowley_v4_201025"]["targets"]) == ["predicted class"]
+    assert list(section["stimulus_sets"]["cowley_v4_210325"]["targets"]) == ["predicted class"]

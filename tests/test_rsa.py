@@ -133,3 +133,50 @@ def test_bad_inputs(hit, models):
         bootstrap_rsa(models, hit, "whitened_cosine", n_bootstrap=2, scheme="stimuli", progress=False)
     with pytest.raises(ValueError, match="constant pattern"):
         compute_rdm(np.vstack([np.ones(5), np.arange(5.0), np.arange(5.0)[::-1] ** 2]), "correlation")
+
+
+def _tied_rdms(rng, k, n, levels):
+    """k symmetric n x n RDMs with few distinct values (many ties in every vector and in pooled ranks)."""
+    iu = np.triu_indices(n, 1)
+    out = np.zeros((k, n, n))
+    for i in range(k):
+        out[i][iu] = rng.integers(1, levels + 1, size=len(iu[0]))
+        out[i] += out[i].T
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["stimuli", "both"])
+@pytest.mark.parametrize("method", ["kendall_tau_a", "spearman"])
+def test_rank_kernels_equal_rsatoolbox_with_ties(scheme, method):
+    # the compiled per-sample kernels (weighted Fenwick sweep, weighted ranks of the pooled subjects) on vectors
+    # full of ties, where tie-group handling in the sweeps and in the pooled ranks matters
+    rng = np.random.default_rng(1)
+    models, data = _tied_rdms(rng, 3, 9, 3), _tied_rdms(rng, 3, 9, 4)
+    n = 25
+    fn = {"stimuli": eval_bootstrap_pattern, "both": eval_bootstrap}[scheme]
+    np.random.seed(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = fn([ModelFixed(str(i), RDMs(m[None])) for i, m in enumerate(models)], RDMs(data),
+                 method=RSATOOLBOX_NAMES[method], N=n)
+    ours = bootstrap_rsa(models, data, method, n_bootstrap=n, scheme=scheme, seed=3, progress=False)
+    ev = ref.evaluations.reshape(n, -1)
+    assert np.array_equal(np.isnan(ours.samples), np.isnan(ev))
+    np.testing.assert_allclose(ours.samples, ev, atol=TOL, rtol=0)
+    np.testing.assert_allclose(ours.ceiling_samples, np.asarray(ref.noise_ceiling).T, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("scheme", ["stimuli", "both", "subjects"])
+@pytest.mark.parametrize("method", ["kendall_tau_a", "spearman"])
+def test_rank_kernels_equal_torch_path(hit, models, monkeypatch, scheme, method):
+    import workbench.alignment.inference as inference
+
+    if not inference._rank_kernels.available():
+        pytest.skip("numba missing: only the torch path exists")
+    fast = bootstrap_rsa(models, hit, method, n_bootstrap=12, scheme=scheme, seed=5, progress=False)
+    monkeypatch.setattr(inference, "_use_rank_kernels", lambda *a: False)
+    slow = bootstrap_rsa(models, hit, method, n_bootstrap=12, scheme=scheme, seed=5, progress=False)
+    np.testing.assert_allclose(fast.samples, slow.samples, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(fast.ceiling_samples, slow.ceiling_samples, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(fast.scores, slow.scores, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(fast.noise_ceiling, slow.noise_ceiling, atol=1e-12, rtol=0)

@@ -219,6 +219,10 @@ DDP_SCRIPT = textwrap.dedent("""
             json.dump({"seen": module.seen, "digest": digest, "init": init, "world": trainer.world_size,
                        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                        "steps": trainer.global_step}, f)
+        # tear gloo down before exit: its threads abort the interpreter if still running at shutdown
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
 """)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.alignment import _rank_kernels
 from workbench.alignment.rsa import (DTYPE, as_condensed, canonical_method, check_same_stimuli, compare_rows,
                                      n_from_condensed, pair_weights, stimulus_ids_of, subject_stack,
                                      weighted_rank, whitened_vectors)
@@ -257,6 +258,59 @@ def _model_scores(models: torch.Tensor, data: torch.Tensor, counts_stim: torch.T
     return out.mean(-1, keepdim=True) if fold_subjects else out
 
 
+RANK_KERNEL_METHODS = ("kendall_tau_a", "spearman")
+
+
+def _use_rank_kernels(method: str, dev: torch.device) -> bool:
+    """Compiled per-sample kernels for rank methods on CPU (see ``_rank_kernels``); else the batched torch path."""
+    return method in RANK_KERNEL_METHODS and dev.type == "cpu" and _rank_kernels.available()
+
+
+def _int_pair_weights(counts: np.ndarray, n: int) -> np.ndarray:
+    r, c = np.triu_indices(n, 1)
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    return np.ascontiguousarray(counts[:, r] * counts[:, c])
+
+
+class _RankPlans:
+    """Sort plans of the fixed model and subject vectors, shared by all samples."""
+
+    def __init__(self, models: np.ndarray, data: np.ndarray):
+        self.M, self.S = models.shape[0], data.shape[0]
+        self.mp = [_rank_kernels.sort_plan(v) for v in models]
+        self.dp = [_rank_kernels.sort_plan(v) for v in data]
+        self.d_orders = np.stack([p[0] for p in self.dp])
+        self.d_starts = np.stack([p[1] for p in self.dp])
+        self.d_dense = np.stack([p[2] for p in self.dp])
+        self.d_G = np.array([p[3] for p in self.dp], dtype=np.int64)
+        self._tau = None
+
+    def tau_plans(self):
+        if self._tau is None:  # per (model, subject): sweep in the order of the vector with more distinct values,
+            oidx, fidx = [], []  # Fenwick tree over the other's ranks (few distinct values: a small tree)
+            for m in range(self.M):
+                for s in range(self.S):
+                    by_model = self.mp[m][3] >= self.dp[s][3]
+                    oidx.append(m if by_model else self.M + s)
+                    fidx.append(self.M + s if by_model else m)
+            plans = self.mp + self.dp
+            self._tau = (np.stack([p[0] for p in plans]), np.stack([p[1] for p in plans]),
+                         np.array(oidx, dtype=np.int64), np.array(fidx, dtype=np.int64))
+        return self._tau
+
+    def model_scores(self, W: np.ndarray, method: str) -> np.ndarray:
+        """(B, M, S) scores for pair weights W (B, P)."""
+        if method == "kendall_tau_a":
+            return _rank_kernels.model_tau_a(W, *self.tau_plans()).reshape(W.shape[0], self.M, self.S)
+        m_orders = np.stack([p[0] for p in self.mp])
+        m_starts = np.stack([p[1] for p in self.mp])
+        return _rank_kernels.model_spearman(W, m_orders, m_starts, self.d_orders, self.d_starts)
+
+    def ceilings(self, W: np.ndarray, D: np.ndarray, method: str) -> np.ndarray:
+        return _rank_kernels.ceiling_rank(W, np.ascontiguousarray(D, dtype=np.int64), self.d_orders, self.d_starts,
+                                          self.d_dense, self.d_G, method == "spearman")
+
+
 def _counts(idx: np.ndarray, size: int) -> np.ndarray:
     out = np.zeros((idx.shape[0], size), dtype=np.int64)
     np.add.at(out, (np.repeat(np.arange(idx.shape[0]), idx.shape[1]), idx.ravel()), 1)
@@ -311,14 +365,18 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
     c_counts = _counts(stimulus_indices, n)
     usable = (c_counts > 0).sum(1) >= 3
 
+    plans = _RankPlans(models.cpu().numpy(), data.cpu().numpy()) if _use_rank_kernels(method, dev) else None
     # full-data point estimates
     ones_c = torch.ones(1, n, dtype=DTYPE, device=dev)
-    full = _model_scores(models, data, ones_c, method, fold_subjects=False)[0].mean(-1).cpu().numpy()
-    if S >= 2:
-        nc = _ceiling_rows(data, None, torch.ones(1, S, dtype=DTYPE, device=dev), method)[0].cpu().numpy()
-        noise = (float(nc[0]), float(nc[1]))
+    if plans is not None:
+        ones_w = np.ones((1, data.shape[1]), dtype=np.int64)
+        full = plans.model_scores(ones_w, method)[0].mean(-1)
+        nc = plans.ceilings(ones_w, np.ones((1, S), dtype=np.int64), method)[0] if S >= 2 else None
     else:
-        noise = (float("nan"), float("nan"))
+        full = _model_scores(models, data, ones_c, method, fold_subjects=False)[0].mean(-1).cpu().numpy()
+        nc = _ceiling_rows(data, None, torch.ones(1, S, dtype=DTYPE, device=dev), method)[0].cpu().numpy() \
+            if S >= 2 else None
+    noise = (float(nc[0]), float(nc[1])) if nc is not None else (float("nan"), float("nan"))
 
     samples = np.full((B, M), np.nan)
     ceilings = np.full((B, 2), np.nan)
@@ -332,8 +390,12 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
                leave=False)
     for i in range(0, len(todo), batch_size):
         sel = todo[i:i + batch_size]
-        c = torch.as_tensor(uniq_c[sel], dtype=DTYPE, device=dev)
-        scores_u[sel] = _model_scores(models, data, c, method, fold).cpu().numpy()
+        if plans is not None:
+            sc = plans.model_scores(_int_pair_weights(uniq_c[sel], n), method)
+            scores_u[sel] = sc.mean(-1, keepdims=True) if fold else sc
+        else:
+            c = torch.as_tensor(uniq_c[sel], dtype=DTYPE, device=dev)
+            scores_u[sel] = _model_scores(models, data, c, method, fold).cpu().numpy()
         bar.update(len(sel))
     per_sample = scores_u[inv_c]  # (B, M, S or 1)
     if fold:
@@ -352,9 +414,12 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
         step = batch_size
         for i in range(0, len(todo), step):
             sel = todo[i:i + step]
-            cs = None if all_stim else torch.as_tensor(uniq[sel, :n], dtype=DTYPE, device=dev)
-            ds = torch.as_tensor(uniq[sel, n:], dtype=DTYPE, device=dev)
-            ceil_u[sel] = _ceiling_rows(data, cs, ds, method).cpu().numpy()
+            if plans is not None:
+                ceil_u[sel] = plans.ceilings(_int_pair_weights(uniq[sel, :n], n), uniq[sel, n:], method)
+            else:
+                cs = None if all_stim else torch.as_tensor(uniq[sel, :n], dtype=DTYPE, device=dev)
+                ds = torch.as_tensor(uniq[sel, n:], dtype=DTYPE, device=dev)
+                ceil_u[sel] = _ceiling_rows(data, cs, ds, method).cpu().numpy()
             bar.update(int(np.isin(inv, sel).sum()))
         ceilings = ceil_u[inv]
         ceilings[~usable] = np.nan
