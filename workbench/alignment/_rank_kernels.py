@@ -201,7 +201,7 @@ if njit is not None:
         return out
 
     @njit(cache=True, parallel=True)
-    def ceiling_rank(W, D, d_orders, d_starts, d_dense, G, spearman):  # pragma: no cover - compiled
+    def ceiling_rank(W, D, d_orders, d_starts, spearman):  # pragma: no cover - compiled
         """rsatoolbox boot_noise_ceiling for tau-a (spearman=False) or Spearman on B samples. W: (B, P) int64 pair
         weights; D: (B, S) subject counts; d_*: sort plans of the subject vectors. Subjects are pooled as the mean of
         their weighted ranks (pool_rdm); lower bound: pooled without the subject (all its copies), upper: all.
@@ -209,13 +209,10 @@ if njit is not None:
         B, P = W.shape
         S = D.shape[1]
         out = np.empty((B, 2))
-        gmax = 0
-        for s in range(S):
-            gmax = max(gmax, G[s])
         for b in prange(B):
             w = W[b]
             d = D[b]
-            tree = np.zeros(2 * gmax + 1, dtype=np.int64)
+            tree = np.zeros(2 * P + 1, dtype=np.int64)
             T2 = np.empty((S, P), dtype=np.int64)
             crank = np.empty((S, P), dtype=np.int64)  # dense ranks among the entries present in the sample
             cG = np.empty(S, dtype=np.int64)
@@ -265,7 +262,7 @@ if njit is not None:
                         for t in range(na):
                             p = act[t]
                             x[t] = tot[p] - d[s] * T2[s, p] if which == 0 else tot[p]
-                        ordr = np.argsort(x, kind="mergesort")
+                        ordr = np.argsort(x)  # tie order is irrelevant: ties are found by value
                         for t in range(na):
                             xs[t] = act[ordr[t]]
                         st[0] = True

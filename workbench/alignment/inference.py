@@ -281,8 +281,6 @@ class _RankPlans:
         self.dp = [_rank_kernels.sort_plan(v) for v in data]
         self.d_orders = np.stack([p[0] for p in self.dp])
         self.d_starts = np.stack([p[1] for p in self.dp])
-        self.d_dense = np.stack([p[2] for p in self.dp])
-        self.d_G = np.array([p[3] for p in self.dp], dtype=np.int64)
         self._tau = None
 
     def tau_plans(self):
@@ -308,7 +306,7 @@ class _RankPlans:
 
     def ceilings(self, W: np.ndarray, D: np.ndarray, method: str) -> np.ndarray:
         return _rank_kernels.ceiling_rank(W, np.ascontiguousarray(D, dtype=np.int64), self.d_orders, self.d_starts,
-                                          self.d_dense, self.d_G, method == "spearman")
+                                          method == "spearman")
 
 
 def _counts(idx: np.ndarray, size: int) -> np.ndarray:
