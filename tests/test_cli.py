@@ -102,3 +102,18 @@ def test_sweep_report_and_resume_after_kill(tmp_path, data_root):
     csv = (sweep_dir / "metrics.csv").read_text().splitlines()
     assert len(csv) == 3 and (sweep_dir / "report.html").exists()
     assert "done earlier, skipped" in again.stdout
+
+
+@pytest.mark.slow
+def test_optuna_search_maximises_an_alignment_score(tmp_path, data_root):
+    sweep_dir = tmp_path / "optuna"
+    _run(["-m", "hparams_search=optuna_alignment", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+          "stages=[train,extract,align]", f"sweep_dir={sweep_dir}"] + TINY, tmp_path)
+    import yaml
+
+    result = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert result["name"] == "optuna" and -1 <= result["best_value"] <= 1
+    assert set(result["best_params"]) == {"model.topography.weight", "model.optimizer.lr"}
+    runs = [p for p in sweep_dir.iterdir() if (p / "metrics.json").exists()]
+    scores = [json.loads((p / "metrics.json").read_text())["align"]["summary"]["best_hIT_score"] for p in runs]
+    assert len(runs) == 2 and max(scores) == pytest.approx(result["best_value"])
