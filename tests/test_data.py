@@ -136,3 +136,24 @@ def test_stimulus_set_validation():
         StimulusSet("x", pd.DataFrame({"stimulus_id": ["a"]}), np.zeros((2, 4, 4, 3), np.uint8))
     with pytest.raises(KeyError, match="unknown stimulus set"):
         load_stimuli("kriegeskorte93")
+
+
+def test_image_folder_datamodule(tmp_path):
+    from PIL import Image
+
+    from workbench.data import ImageFolderDataModule
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                    tmp_path / split / cls / f"{i}.jpg")
+    dm = ImageFolderDataModule(tmp_path, batch_size=4, num_workers=0, image_size=32, subset=4)
+    dm.setup()
+    assert dm.classes == ["cat", "dog"] and len(dm.train_set) == 4 and len(dm.val_set) == 8
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32)
+    with pytest.raises(FileNotFoundError, match="train/<class>"):
+        ImageFolderDataModule(tmp_path / "nowhere")

@@ -27,7 +27,7 @@ STAGES: dict[str, str] = {
 STAGE_ORDER = list(STAGES)
 
 TOP_LEVEL_KEYS = {"study", "seed", "device", "stages", "results_root", "run_dir", "sweep_dir", "objective", "data",
-                  "model", "trainer", "logger", "extract", "align", "attribute", "intervene", "report", "compare"}
+                  "model", "trainer", "logger", "extract", "topography", "align", "attribute", "intervene", "report"}
 
 
 class ConfigError(ValueError):
