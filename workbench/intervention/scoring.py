@@ -21,6 +21,9 @@ import numpy as np
 
 from workbench.intervention.effects import percentile_ci, stratified_bootstrap_indices
 
+# Random-lesion damage at or below this is "no damage": a specificity ratio over it is undefined (NaN).
+_RATIO_MIN_DENOMINATOR = 1e-9
+
 __all__ = ["site_profiles", "profile_correlations", "interventional_alignment", "lesion_specificity"]
 
 
@@ -201,8 +204,8 @@ def lesion_specificity(damage_selective: Any, damage_random: Any, target: Any, s
             r = r[controls]
         dt_s, do_s = s[t].mean(), s[~t].mean()
         dt_r, do_r = r[:, t].mean(1).mean(), r[:, ~t].mean(1).mean()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = dt_s / dt_r if dt_r != 0 else np.nan
+        # a ratio over a random-lesion damage that is zero (up to rounding) or negative means nothing
+        ratio = dt_s / dt_r if dt_r > _RATIO_MIN_DENOMINATOR else np.nan
         return dt_s, do_s, dt_r, do_r, ratio, (dt_s - do_s) - (dt_r - do_r)
 
     point = stats()
@@ -217,7 +220,7 @@ def lesion_specificity(damage_selective: Any, damage_random: Any, target: Any, s
         out[name] = float(point[k])
         out[f"{name}_ci"] = percentile_ci(boots[:, k], level)
     # The ratio is only interpretable when random lesions reliably damage the target (denominator > 0).
-    out["ratio_denominator_nonpositive_fraction"] = float(np.mean(boots[:, 2] <= 0))
+    out["ratio_denominator_nonpositive_fraction"] = float(np.mean(boots[:, 2] <= _RATIO_MIN_DENOMINATOR))
     # One-sided bootstrap p-value that the selective lesion hurts its target no more than random lesions do.
     out["p_index_le_0"] = float((1 + np.sum(boots[:, 5] <= 0)) / (1 + n_bootstrap))
     out.update({"n_target": int(tgt.sum()), "n_other": int((~tgt).sum()), "n_controls": int(rnd.shape[0]),
