@@ -1,11 +1,15 @@
 """Models, cortical sheets and checkpoints."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from workbench.models import (MODELS, CorticalSheet, build_model, build_sheets, layer_names, layer_unit_shapes,
                               load_checkpoint, save_checkpoint)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {"name": "small_cnn", "num_classes": 10, "width": 4,
         "topography": {"layers": ["conv3", "conv4"], "weight": 0.5, "sheet": {"jitter": 0.2, "seed": 3}}}
@@ -116,3 +120,18 @@ def test_load_checkpoint_errors(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a workbench model checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_mlp_control_matches_the_default_cnn_in_size():
+    import yaml
+
+    from workbench.models import build_model, layer_names
+
+    cfgs = {n: yaml.safe_load(open(ROOT / "configs" / "model" / f"{n}.yaml")) for n in ("mlp", "small_cnn")}
+    models = {n: build_model(c) for n, c in cfgs.items()}
+    sizes = {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()}
+    assert abs(sizes["mlp"] - sizes["small_cnn"]) / sizes["small_cnn"] < 0.05
+    assert layer_names(models["mlp"]) == ["dense1", "dense2", "dense3", "fc"]
+    assert models["mlp"].cortical_sheets == {}
+    with pytest.raises(ValueError, match="image_size"):
+        models["mlp"](torch.zeros(2, 3, 64, 64))

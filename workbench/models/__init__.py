@@ -229,8 +229,8 @@ from workbench.models.mlp import MLP, MLP_LAYERS  # noqa: E402  (registered belo
 
 
 @MODELS.register("mlp", citation="workbench fully connected control (3 dense blocks + linear read-out), the "
-                 "no-convolution baseline of the inductive-bias study", description="dense network, ~0.4 M params")
-def _mlp(num_classes: int = 10, image_size: int = 32, hidden: list[int] | tuple[int, ...] = (104, 208, 256),
+                 "no-convolution baseline of the inductive-bias study", description="dense network, ~0.1 M params")
+def _mlp(num_classes: int = 10, image_size: int = 32, hidden: list[int] | tuple[int, ...] = (28, 64, 128),
          weights: str | None = None) -> nn.Module:
     if weights:
         raise ValueError("mlp has no pretrained weights; set model.weights: null")

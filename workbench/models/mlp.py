@@ -1,4 +1,5 @@
-"""A fully connected network without convolution's locality prior, sized like small_cnn (~0.4 M parameters).
+"""A fully connected network without convolution's locality prior, sized like the default small_cnn (~0.1 M
+parameters).
 
 It is the control in the inductive-bias study: trained the same way as the CNN, it asks whether weight sharing
 and local receptive fields are what make a network's representations brain-like.
@@ -19,7 +20,7 @@ def _dense_block(n_in: int, n_out: int) -> nn.Sequential:
 class MLP(nn.Module):
     """Flatten -> three dense blocks (Linear-BN-ReLU) -> linear read-out."""
 
-    def __init__(self, num_classes: int = 10, image_size: int = 32, hidden: tuple[int, ...] = (104, 208, 256),
+    def __init__(self, num_classes: int = 10, image_size: int = 32, hidden: tuple[int, ...] = (28, 64, 128),
                  in_channels: int = 3):
         super().__init__()
         if len(hidden) != 3 or min(hidden) < 1:
