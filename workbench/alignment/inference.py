@@ -30,18 +30,13 @@ from workbench.alignment import _rank_kernels
 from workbench.alignment.rsa import (DTYPE, as_condensed, canonical_method, check_same_stimuli, compare_rows,
                                      n_from_condensed, pair_weights, stimulus_ids_of, subject_stack,
                                      weighted_rank, whitened_vectors)
+from workbench.utils import get_device
 
 SCHEMES = ("stimuli", "subjects", "both")
 RSATOOLBOX_CITATION = ("Schütt, H.H., Kipnis, A.D., Diedrichsen, J., Kriegeskorte, N. (2023). Statistical inference "
                        "on representational geometries. eLife 12:e82566.")
 NILI_CITATION = ("Nili, H., Wingfield, C., Walther, A., Su, L., Marslen-Wilson, W., Kriegeskorte, N. (2014). A "
                  "toolbox for representational similarity analysis. PLoS Comput Biol 10(4):e1003553.")
-
-
-def _device(device) -> torch.device:
-    from workbench.utils import get_device
-
-    return get_device(device)
 
 
 def _data_vectors(data_rdms: Any, device) -> torch.Tensor:
@@ -110,7 +105,7 @@ def noise_ceiling(rdms: Any, method: str = "spearman", device=None) -> tuple[flo
     Raises ValueError for a single subject: the leave-one-subject-out lower bound needs two or more.
     """
     method = canonical_method(method)
-    dev = _device(device)
+    dev = get_device(device)
     data = _data_vectors(rdms, dev)
     if data.shape[0] < 2:
         raise ValueError("noise_ceiling needs RDMs of at least 2 subjects: the lower bound leaves one subject out "
@@ -331,7 +326,7 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
     if method in ("whitened_cosine", "whitened_pearson") and scheme != "subjects":
         raise ValueError(f"{method} cannot be bootstrapped over stimuli (duplicated stimuli break the whitening); "
                          "use scheme='subjects' or a rank/linear method")
-    dev = _device(device)
+    dev = get_device(device)
     check_same_stimuli(model_rdms, subject_stack(data_rdms), ("model_rdms", "data_rdms"))
     models = as_condensed(model_rdms, "model_rdms", dev)
     data = _data_vectors(data_rdms, dev)

@@ -22,16 +22,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from workbench.utils import get_device
+
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))
 BRAINSCORE_CITATION = ("Schrimpf, M., Kubilius, J., Hong, H., et al. (2018). Brain-Score: which artificial neural "
                        "network for object recognition is most brain-like? bioRxiv 407007.")
 DTYPE = torch.float64
-
-
-def _device(device):
-    from workbench.utils import get_device
-
-    return get_device(device)
 
 
 def _as_2d(x: Any, name: str) -> np.ndarray:
@@ -131,7 +127,7 @@ class RidgeEncoder(BaseEstimator, RegressorMixin):
         alphas = [float(a) for a in np.atleast_1d(self.alphas)]
         if not alphas or min(alphas) <= 0:
             raise ValueError(f"alphas must be positive numbers; got {self.alphas}")
-        dev = _device(self.device)
+        dev = get_device(self.device)
         Xt = torch.as_tensor(X, dtype=DTYPE, device=dev)
         Yt = torch.as_tensor(Y, dtype=DTYPE, device=dev)
         x_mean, y_mean = Xt.mean(0), Yt.mean(0)
@@ -226,7 +222,7 @@ def ridge_cv_predictions(features: Any, responses: Any, folds: Sequence[tuple[np
     features are touched once instead of once per fold. Returns (predictions (n, n_neuroids), alphas per fold).
     """
     X, Y = check_pair(features, responses)
-    dev = _device(device)
+    dev = get_device(device)
     alphas = [float(a) for a in np.atleast_1d(alphas)]
     Xt = torch.as_tensor(X, dtype=DTYPE, device=dev)
     Yt = torch.as_tensor(Y, dtype=DTYPE, device=dev)

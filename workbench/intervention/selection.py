@@ -144,7 +144,8 @@ def category_dprime(responses: Any, labels: Any, eps: float = 1e-8) -> np.ndarra
 
     responses: (n_stimuli, n_units). labels: boolean (n_stimuli,) for one category or (n_stimuli, n_categories);
     or integer class labels (n_stimuli,) giving one-vs-rest d' for every class 0..max. Returns
-    (n_categories, n_units); units that do not vary give 0 (not +-inf).
+    (n_categories, n_units); units that do not vary give 0 (not +-inf). The d' itself is
+    ``workbench.models.topography.selectivity(..., "dprime")``, one category at a time.
     """
     x = np.asarray(responses, dtype=np.float64)
     if x.ndim != 2:
@@ -160,12 +161,11 @@ def category_dprime(responses: Any, labels: Any, eps: float = 1e-8) -> np.ndarra
     n_in = lab.sum(0)
     if (n_in < 2).any() or (lab.shape[0] - n_in < 2).any():
         raise ValueError("every category needs at least 2 stimuli inside and 2 outside it to compute d'")
+    from workbench.models.topography import selectivity
+
     out = np.empty((lab.shape[1], x.shape[1]))
     for k in range(lab.shape[1]):
-        a, b = x[lab[:, k]], x[~lab[:, k]]
-        pooled = np.sqrt((a.var(0, ddof=1) + b.var(0, ddof=1)) / 2.0)
-        diff = a.mean(0) - b.mean(0)
-        out[k] = np.where(pooled > eps, diff / np.maximum(pooled, eps), 0.0)
+        out[k] = selectivity(x, lab[:, k], "dprime", eps=eps)
     return out
 
 

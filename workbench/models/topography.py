@@ -133,10 +133,10 @@ def smoothness_index(curve: SmoothnessCurve) -> float:
     return float(curve.mean_correlation[occupied[0]] - curve.chance)
 
 
-def selectivity(responses: np.ndarray, is_target: np.ndarray, method: str = "t") -> np.ndarray:
+def selectivity(responses: np.ndarray, is_target: np.ndarray, method: str = "t", *, eps: float = 1e-12) -> np.ndarray:
     """Per-unit selectivity for target vs other stimuli: Welch ``t`` or ``dprime`` = (m1 - m0) / sqrt((v1 + v0) / 2).
 
-    Units with no variance in either group get 0 (no evidence), not NaN.
+    Units whose denominator is not above ``eps`` (no variance in either group) get 0 (no evidence), not NaN.
     """
     responses = np.asarray(responses, dtype=np.float64)
     is_target = np.asarray(is_target).astype(bool)
@@ -158,7 +158,7 @@ def selectivity(responses: np.ndarray, is_target: np.ndarray, method: str = "t")
     else:
         raise ValueError(f"unknown selectivity method {method!r}; use 't' or 'dprime'")
     out = np.zeros(responses.shape[1])
-    ok = den > 1e-12
+    ok = den > eps
     out[ok] = (m1 - m0)[ok] / den[ok]
     return out
 
