@@ -18,7 +18,6 @@ import threading
 import time
 import warnings
 
-import numpy as np
 import torch
 
 warnings.filterwarnings("ignore")

@@ -29,10 +29,9 @@ def main() -> None:
     from workbench.data import load_responses, load_stimuli
 
     if args.run:
-        from workbench.features import load_run_activations
         from workbench.run import RunDir
 
-        acts = load_run_activations(RunDir(args.run, create=False), "cowley_v4_201025")
+        acts = RunDir(args.run, create=False).load_activations("cowley_v4_201025")
     else:
         import yaml
         from pathlib import Path

@@ -139,6 +139,26 @@ def test_neural_site_equals_hand_built_linear_readout(method, tmp_path):
     np.testing.assert_allclose(ours.attributions, plain.detach().numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_neural_site_from_a_run_directorys_readout(tmp_path):
+    """The stage reads readouts through RunDir; from_arrays and from_npz build the same target."""
+    from workbench.run import RunDir
+
+    run = RunDir(tmp_path / "run")
+    rng = np.random.default_rng(2)
+    coef, intercept = rng.normal(size=(2, 8 * 4 * 4)), rng.normal(size=2)
+    run.save_readout("recordings_x", "4", coef=coef, intercept=intercept, neuroid_ids=np.array(["a", "b"]))
+    assert run.readout_layers("recordings_x") == ["4"]
+    from_run = NeuralSiteTarget.from_arrays(run.load_readout("recordings_x", "4"), neuroid="b", layer="4")
+    from_file = NeuralSiteTarget.from_npz(run.readout_path("recordings_x", "4"), neuroid=1)
+    assert from_run.label == from_file.label == "neuroid b via 4"
+    np.testing.assert_array_equal(from_run.coef, from_file.coef)
+    model, x = small_net(), images(2)
+    np.testing.assert_allclose(attribute(model, x, from_run, "saliency", progress=False).attributions,
+                               attribute(model, x, from_file, "saliency", progress=False).attributions)
+    with pytest.raises(KeyError, match="no 'coef' array"):
+        NeuralSiteTarget.from_arrays({"intercept": intercept}, layer="4")
+
+
 def test_neural_site_standardisation_folds_into_readout():
     model, x = small_net(), images(2)
     rng = np.random.default_rng(1)

@@ -67,7 +67,7 @@ def test_unknown_sweep_parameter(tmp_path):
 
 def test_unknown_stage_and_model(tmp_path):
     proc = _run(TINY + ["stages=[train,allign]"], tmp_path, check=False)
-    assert proc.returncode != 0 and "allign" in proc.stderr and "valid stages" in proc.stderr
+    assert proc.returncode != 0 and "allign" in proc.stderr and "did you mean 'align'" in proc.stderr
     proc = _run(TINY + ["model.name=alexnett", "stages=[extract]"], tmp_path, check=False)
     assert proc.returncode != 0 and "alexnett" in proc.stderr and "small_cnn" in proc.stderr
 

@@ -81,3 +81,28 @@ def test_bad_images():
         Preprocess(32)(np.zeros((2, 3, 32, 32), np.uint8))
     with pytest.raises(KeyError, match="unknown preprocess keys"):
         Preprocess.from_config({"img_size": 32})
+
+
+def test_extract_stage_writes_each_set_and_cites_it(tmp_path, data_root):
+    """The stage on an untrained model (no checkpoint): activations through RunDir, the set's registry citation."""
+    from workbench.config import ConfigError
+    from workbench.data import STIMULUS_SETS
+    from workbench.pipeline import run_stage
+    from workbench.run import RunDir
+
+    cfg = {"seed": 0, "device": "cpu", "model": {"name": "small_cnn", "width": 4},
+           "extract": {"stimulus_sets": ["kriegeskorte92"], "layers": ["conv3", "fc"], "projection_dim": 100}}
+    run = RunDir(tmp_path / "run")
+    section = run_stage("extract", cfg, run)
+    acts = run.load_activations("kriegeskorte92")
+    assert list(acts) == ["conv3", "fc"] and acts["conv3"].shape == (92, 100) and acts["fc"].shape == (92, 10)
+    assert section["stimulus_sets"]["kriegeskorte92"]["layers"]["conv3"]["projection"]["n_units"] == 16 * 8 * 8
+    assert section["references"] == list(STIMULUS_SETS.citations("kriegeskorte92"))
+    assert not list(run.activations_work_dir.glob("*.npz"))  # the per-layer pieces are folded into the set's file
+
+    cfg["extract"] = {"stimulus_sets": ["kriegeskorte_92"]}
+    with pytest.raises(ConfigError, match="extract.stimulus_sets\\[0\\].*did you mean 'kriegeskorte92'"):
+        run_stage("extract", cfg, RunDir(tmp_path / "run2"))
+    cfg["extract"] = {"batch_sise": 8}
+    with pytest.raises(ConfigError, match="unknown key 'batch_sise' in extract \\(did you mean 'batch_size'"):
+        run_stage("extract", cfg, RunDir(tmp_path / "run2"))

@@ -438,3 +438,88 @@ def test_replay_refuses_a_skip_connection_around_the_layer():
     model = Residual()
     assert layer_replay(model, "block", torch.randn(3, 4)) is None
     assert layer_replay(model, "stem", torch.randn(3, 4)) is not None
+
+
+# -- the lesion runner: replayed and full forward passes agree -------------------------------------------------------
+
+def test_lesion_runner_gives_the_same_numbers_replayed_and_in_full():
+    from workbench.intervention.runner import LesionRunner
+
+    model, x = small_model(), images(12)
+    units = random_units(256, 30, seed=2)
+    fast = LesionRunner(model, "conv3", (16, 4, 4), check_input=x[:2], leaves=["avgpool"])
+    slow = LesionRunner(model, "conv3", (16, 4, 4))
+    assert fast.replayed and not slow.replayed
+    results = []
+    for runner in (fast, slow):
+        probe = runner.probe(x)
+        with runner.lesioned(units) as lesion:
+            results.append((lesion.outputs(probe, "avgpool"), lesion.outputs(probe, "conv3"),
+                            lesion.predictions(probe)))
+    (pool_fast, conv_fast, labels_fast), (pool_slow, conv_slow, labels_slow) = results
+    np.testing.assert_allclose(pool_fast, pool_slow, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(conv_fast, conv_slow, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(labels_fast, labels_slow)
+    assert (conv_fast[:, units.units] == 0).all()
+
+
+# -- the registry of lesion selections, splits, plans ----------------------------------------------------------------
+
+def test_every_selective_lesion_names_a_registered_control_and_has_a_citation():
+    from workbench.intervention import SELECTIONS, SITES, ControlLesion, SelectiveLesion
+
+    selective = [n for n in SELECTIONS.names() if issubclass(SELECTIONS.get(n), SelectiveLesion)]
+    assert {"top_k", "disk_peak"} <= set(selective)
+    assert {"random", "random_disk"} <= set(SELECTIONS.names())
+    for name in selective:
+        assert issubclass(SELECTIONS.get(SELECTIONS.get(name).control), ControlLesion), name
+    assert SELECTIONS.get("disk_peak").control == "random_disk" and SELECTIONS.get("top_k").control == "random"
+    for registry in (SELECTIONS, SITES):
+        assert all(registry.citations(n) for n in registry.names())
+    assert any("Blauch" in c for c in SELECTIONS.citations("disk_peak"))
+    assert any("Rajalingham" in c for c in SITES.citations("disk"))
+
+
+def test_stratified_halves_split_every_class_in_half():
+    from workbench.intervention import stratified_halves
+
+    labels = np.repeat(np.arange(4), [5, 6, 1, 8])
+    first, second = stratified_halves(labels, seed=3)
+    assert not np.intersect1d(first, second).size and len(first) + len(second) == labels.size
+    for c, n in zip(range(4), [5, 6, 1, 8]):
+        assert (labels[first] == c).sum() == (n + 1) // 2 and (labels[second] == c).sum() == n // 2
+    again = stratified_halves(labels, seed=3)
+    assert np.array_equal(first, again[0]) and not np.array_equal(first, stratified_halves(labels, seed=4)[0])
+
+
+def test_farthest_point_centers_spread_over_the_sheet():
+    from workbench.intervention import farthest_point_centers
+
+    pos = CorticalSheet((16, 4, 4), size_mm=8.0, jitter=0.0).positions.astype(np.float64)
+    centers = farthest_point_centers(pos, 4, seed=0)
+    assert centers.shape == (4, 2) and len({tuple(c) for c in centers}) == 4
+    gaps = np.linalg.norm(centers[:, None] - centers[None], axis=-1)[~np.eye(4, dtype=bool)]
+    # greedy farthest points on an 8 mm sheet sit at least ~a quarter of the sheet apart (random ones need not)
+    assert gaps.min() > 2.0
+
+
+def test_plan_pairs_each_selective_lesion_with_its_seeded_size_matched_controls():
+    from workbench.intervention import LesionKey, LesionLayer, plan_lesions
+
+    pos = CorticalSheet((16, 4, 4), size_mm=8.0).positions.astype(np.float64)
+    rng = np.random.default_rng(0)
+    selectivity = {"face": rng.normal(size=256), "body": rng.normal(size=256)}
+    with_sheet = LesionLayer("conv3", (16, 4, 4), pos)
+    plan = plan_lesions(with_sheet, selectivity, ["disk_peak", "top_k"], [0.05, 20], 20, n_random=3, seed=7)
+    assert plan.controls == {"disk_peak": "random_disk", "top_k": "random"} and plan.counts == [13, 20]
+    assert plan.main_index == 1 and len(plan.lesions) == 2 * (2 * 2 + 2 * 3)
+    for key, selection in plan.lesions.items():
+        assert len(selection) == plan.counts[key.size_index] and selection.kind == key.kind
+    assert plan.keys("random", "face", 0) == [LesionKey("random", None, 0, r) for r in range(3)]
+    assert plan.lesions[LesionKey("random", None, 1, 2)].seed == 7 * 1000 + 17 + 2
+    assert plan.lesions[LesionKey("random_disk", None, 1, 2)].seed == 7 * 1000 + 17 + 2 + 500
+    without_sheet = plan_lesions(LesionLayer("conv3", (16, 4, 4)), selectivity, ["disk_peak", "top_k"], [0.05],
+                                 0.05, n_random=2, seed=0)
+    assert without_sheet.controls == {"top_k": "random"}
+    with pytest.raises(ValueError, match="grow strictly"):
+        plan_lesions(with_sheet, selectivity, ["top_k"], [0.05, 13], 13, n_random=1, seed=0)

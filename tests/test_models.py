@@ -135,3 +135,48 @@ def test_mlp_control_matches_the_default_cnn_in_size():
     assert models["mlp"].cortical_sheets == {}
     with pytest.raises(ValueError, match="image_size"):
         models["mlp"](torch.zeros(2, 3, 64, 64))
+
+
+def test_model_config_validation_names_the_key_and_the_fix():
+    import yaml
+
+    from workbench.config import ConfigError
+    from workbench.models import validate_model_config
+
+    for path in sorted((ROOT / "configs/model").glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        assert "analysis" not in (cfg.get("topography") or {}), path  # the top-level `topography` section has it
+        assert validate_model_config(cfg) == cfg, path
+    base = yaml.safe_load((ROOT / "configs/model/small_cnn.yaml").read_text())
+    cases = [
+        ({"widht": 8}, "takes no option 'widht' \\(did you mean 'width'\\?\\)"),
+        ({"num_classes": 0}, "model.num_classes must be a positive integer"),
+        ({"preprocess": {"img_size": 32}}, "unknown key 'img_size' in model.preprocess \\(did you mean 'image_size'"),
+        ({"preprocess": {"std": [1.0, 0.0, 1.0]}}, "model.preprocess: std must be positive"),
+        ({"optimizer": {"schedular": "none"}}, "unknown key 'schedular' in model.optimizer \\(did you mean"),
+        ({"optimizer": {"name": "adam"}}, "model.optimizer.name must be one of 'sgd', 'adamw'"),
+        ({"topography": {"layers": ["conv3"], "analysis": {"n_bins": 5}}}, "top-level `topography` section"),
+        ({"topography": {"layers": ["conv3"], "sheet": {"jiter": 0.1}}}, "did you mean 'jitter'"),
+        ({"topography": {"layers": ["conv3"], "sheet": {"jitter": 0.5}}}, "jitter must be in \\[0, 0.5\\)"),
+        ({"topography": {"layers": ["conv3"], "wieght": 1.0}}, "in model.topography \\(did you mean 'weight'"),
+        ({"topography": {"layers": ["conv3"], "loss": "weight_smoothnes"}}, "did you mean 'weight_smoothness'"),
+        ({"topography": {"layers": ["conv3"], "weight_smoothness": {"factor": "x"}}},
+         "model.topography.weight_smoothness.factor should be a number"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            validate_model_config({**base, **change})
+
+
+def test_model_schema_defaults_agree_with_the_library():
+    """The config schemas fill what YAML leaves out; they must say what the library does when called directly."""
+    import inspect
+
+    from workbench.config import defaults
+    from workbench.features import Preprocess
+    from workbench.models.config import PreprocessConfig, SheetConfig
+
+    pre = defaults(PreprocessConfig)
+    assert Preprocess.from_config(pre) == Preprocess()
+    params = inspect.signature(CorticalSheet).parameters
+    assert defaults(SheetConfig) == {k: params[k].default for k in defaults(SheetConfig)}

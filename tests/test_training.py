@@ -118,19 +118,85 @@ def test_weight_smoothness_zero_for_uniform_sheet_and_safe_on_zeros():
 
 # -- configuration errors ---------------------------------------------------------------------------------------
 def test_bad_topography_config_errors():
+    from workbench.config import ConfigError
+
     model = build_model(tiny_cfg())
-    with pytest.raises(ValueError, match="must be a finite number >= 0"):
+    with pytest.raises(ConfigError, match="weight must be a finite number >= 0"):
         parse_topography(tiny_cfg(weight=-0.1), model)
-    with pytest.raises(KeyError, match="unknown topographic loss 'wiring'"):
+    with pytest.raises(ConfigError, match="unknown topographic loss 'wiring'.*registered losses: "):
         parse_topography(tiny_cfg(loss="wiring"), model)
-    with pytest.raises(KeyError, match="not in topography.layers"):
+    with pytest.raises(ConfigError, match="unknown topographic loss 'spatial_corelation' \\(did you mean "
+                                          "'spatial_correlation'\\?\\)"):
+        parse_topography(tiny_cfg(loss="spatial_corelation"), model)
+    with pytest.raises(ConfigError, match="names layer\\(s\\) \\['fc'\\] that are not in model.topography.layers"):
         parse_topography(tiny_cfg(weight={"conv3": 1.0, "conv4": 1.0, "fc": 1.0}), model)
+    with pytest.raises(ConfigError, match="loss has no entry for layer\\(s\\) \\['conv4'\\]"):
+        parse_topography(tiny_cfg(loss={"conv3": "spatial_correlation"}), model)
     with pytest.raises(KeyError, match="unknown layer"):
         build_model(tiny_cfg(layers=["conv5"]))
     bad = tiny_cfg()
-    bad["topography"]["spatial_correlation"]["radius"] = 3
-    with pytest.raises(ValueError, match="bad options topography.spatial_correlation"):
+    bad["topography"]["spatial_correlation"]["neighborhood_size"] = 3
+    with pytest.raises(ConfigError, match="unknown key 'neighborhood_size' in model.topography.spatial_correlation "
+                                          "\\(did you mean 'neighbourhood_size'\\?\\)"):
         parse_topography(bad, model)
+    bad = tiny_cfg()
+    bad["topography"]["spatial_correlation"]["n_neighbourhoods"] = 0  # the loss's own value check
+    with pytest.raises(ConfigError, match="bad options model.topography.spatial_correlation.*n_neighbourhoods"):
+        parse_topography(bad, model)
+    bad = tiny_cfg()
+    bad["topography"]["spatial_corelation"] = bad["topography"].pop("spatial_correlation")
+    with pytest.raises(ConfigError, match="unknown key 'spatial_corelation' in model.topography \\(did you mean "
+                                          "'spatial_correlation'\\?\\)"):
+        parse_topography(bad, model)
+
+
+def test_loss_options_come_from_the_loss_signature():
+    """A registered loss maps its own options (its constructor's keyword arguments): a plugin loss registered here
+    gets typed, checked options and is trained like the built-ins, with no change to the package."""
+    from workbench.config import ConfigError
+    from workbench.training import LOSSES
+
+    @LOSSES.register("test_l2_activity", citation="A test loss.")
+    class ActivityLoss(torch.nn.Module):
+        needs_activations = True
+
+        def __init__(self, sheet, scale: float = 1.0, model=None):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, activation):
+            return self.scale * activation.pow(2).mean()
+
+    try:
+        cfg = tiny_cfg(loss="test_l2_activity")
+        cfg["topography"]["test_l2_activity"] = {"scale": 2}
+        objectives = parse_topography(cfg, build_model(cfg))
+        assert [o.loss_name for o in objectives] == ["test_l2_activity"] * 2
+        assert objectives[0].loss.scale == 2.0 and isinstance(objectives[0].loss.scale, float)
+        cfg["topography"]["test_l2_activity"] = {"scale": "big"}
+        with pytest.raises(ConfigError, match="model.topography.test_l2_activity.scale should be a number"):
+            parse_topography(cfg, build_model(cfg))
+        cfg["topography"]["test_l2_activity"] = {"scael": 1.0}
+        with pytest.raises(ConfigError, match="did you mean 'scale'"):
+            parse_topography(cfg, build_model(cfg))
+    finally:
+        LOSSES.remove("test_l2_activity")
+
+
+def test_optimizer_config_defaults_and_errors():
+    from workbench.config import ConfigError
+
+    cfg = tiny_cfg()
+    cfg["optimizer"] = {"lr": 0.1}
+    module = TopographicModule(build_model(cfg), cfg)
+    assert module.optimizer_cfg == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4,
+                                    "nesterov": False, "scheduler": "cosine"}
+    for bad, message in (({"lr": 0}, "lr must be a number > 0"),
+                         ({"name": "adam"}, "did you mean 'adamw'"),
+                         ({"schedular": "none"}, "did you mean 'scheduler'")):
+        cfg["optimizer"] = bad
+        with pytest.raises(ConfigError, match=message):
+            TopographicModule(build_model(cfg), cfg)
 
 
 # -- training --------------------------------------------------------------------------------------------------

@@ -29,12 +29,17 @@ def _check_config_dir() -> None:
 def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from workbench.config import ConfigError
     from workbench.pipeline import get_metric, run_pipeline
     from workbench.run import RunDir
 
     run = RunDir(HydraConfig.get().runtime.output_dir)
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    metrics = run_pipeline(plain, run)
+    try:
+        metrics = run_pipeline(plain, run)
+    except ConfigError as err:  # a config mistake needs its message, not a traceback
+        print(f"workbench: config error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"[workbench] results: {run.path.resolve()}")
     if (run.path / "report.html").exists():
         print(f"[workbench] report:  {(run.path / 'report.html').resolve()}")

@@ -1,96 +1,114 @@
 """Run a study's stages in order into one run directory.
 
-Stages are plain functions ``stage(run: RunDir, cfg: dict) -> dict`` that live with their sub-package; this module
-only orders them, skips the ones whose results exist, and records config and provenance. It knows nothing of Hydra:
+Stages are registered in ``workbench.stages.STAGES`` (``function(ctx) -> dict`` plus a config schema); this module
+validates the config against every schema, orders the stages, skips the ones whose results exist, records config
+and provenance, and builds each stage's ``StageContext``. It knows nothing of Hydra:
 ``run_pipeline(cfg_dict, RunDir(path))`` works from a notebook.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import time
-import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from workbench.run import RunDir
+from workbench.config import ConfigError, parse, to_dict
+from workbench.context import StageContext
+from workbench.registry import nearest
+from workbench.run import RunDir, get_metric
+from workbench.stages import STAGES, stage_order
 
-# stage name -> "module:function"; imported lazily so that a study without attribution never imports captum/shap
-STAGES: dict[str, str] = {
-    "train": "workbench.training.stage:train_stage",
-    "extract": "workbench.features.stage:extract_stage",
-    "topography": "workbench.training.stage:topography_stage",
-    "align": "workbench.alignment.stage:align_stage",
-    "attribute": "workbench.attribution.stage:attribute_stage",
-    "intervene": "workbench.intervention.stage:intervene_stage",
-    "report": "workbench.report.stage:report_stage",
-}
-STAGE_ORDER = list(STAGES)
+__all__ = ["ConfigError", "run_pipeline", "run_stage", "validate_config", "resolve_config", "import_plugins",
+           "get_metric"]
 
-TOP_LEVEL_KEYS = {"study", "seed", "device", "stages", "results_root", "run_dir", "sweep_dir", "objective", "data",
-                  "model", "trainer", "logger", "extract", "topography", "align", "attribute", "intervene", "report"}
+# Top-level keys that are not a stage's section. data/trainer/logger are Hydra `_target_` specs for the train stage.
+BASE_KEYS = ("study", "seed", "device", "stages", "plugins", "results_root", "run_dir", "sweep_dir", "objective",
+             "data", "model", "trainer", "logger")
+# Keys that may differ between a run and its resumption without changing what is computed.
+RESUME_FREE_KEYS = ("run_dir", "sweep_dir", "stages", "device", "results_root")
 
 
-class ConfigError(ValueError):
-    pass
+def import_plugins(cfg: Mapping[str, Any]) -> list[str]:
+    """Import the modules named by ``plugins: [...]``: they register models, data sets, metrics, methods, lesion
+    selections or stages. An entry is a module name (importable from the current folder or PYTHONPATH) or the path
+    of a .py file."""
+    names = cfg.get("plugins") or []
+    if isinstance(names, str):
+        names = [names]
+    for name in names:
+        _import_plugin(str(name))
+    return list(names)
 
 
-def stage_function(name: str) -> Callable[[RunDir, dict], dict]:
-    if name not in STAGES:
-        raise ConfigError(f"unknown stage {name!r}; stages are (in pipeline order): {', '.join(STAGE_ORDER)}")
-    module, func = STAGES[name].split(":")
-    return getattr(importlib.import_module(module), func)
+def _import_plugin(name: str) -> None:
+    import os
+    import sys
+    from pathlib import Path
+
+    if name.endswith(".py"):
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"plugins: no file {path}; give a module name or the path of a .py file")
+        module = importlib.util.module_from_spec(spec := importlib.util.spec_from_file_location(path.stem, path))
+        sys.modules.setdefault(path.stem, module)
+        if sys.modules[path.stem] is module:  # a second run in one process keeps the registered objects
+            spec.loader.exec_module(module)
+        return
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` does: modules beside the user
+        sys.path.append(os.getcwd())
+    try:
+        importlib.import_module(name)
+    except ImportError as err:
+        raise ConfigError(f"plugins: cannot import {name!r} ({err}); run from the folder that holds it, put that "
+                          f"folder on PYTHONPATH, install its package, or give the path of the .py file") from err
 
 
-def validate_config(cfg: dict) -> list[str]:
-    """Check the parts of a config every stage relies on; return the stages to run, in pipeline order."""
-    unknown = sorted(set(cfg) - TOP_LEVEL_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown top-level config key(s) {unknown}; valid keys are {sorted(TOP_LEVEL_KEYS)}")
+def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` with every registered stage's section parsed against its schema (defaults filled in).
+
+    Raises ConfigError for an unknown top-level key, stage, section key or value, naming the nearest valid one."""
+    import_plugins(cfg)
+    sections = {STAGES.get(n).key: n for n in STAGES.names() if STAGES.get(n).config is not None}
+    valid = set(BASE_KEYS) | set(sections)
+    for key in cfg:
+        if key not in valid:
+            raise ConfigError(f"unknown top-level config key {key!r}{nearest(key, valid)}; valid keys are "
+                              f"{sorted(valid)}")
     stages = cfg.get("stages") or []
-    bad = [s for s in stages if s not in STAGES]
-    if bad:
-        raise ConfigError(f"unknown stage(s) {bad} in `stages`; valid stages are {STAGE_ORDER}")
-    if "model" not in cfg:
+    for name in stages:
+        if name not in STAGES:
+            raise ConfigError(f"unknown stage {name!r} in `stages`{nearest(name, STAGES.names())}; stages are (in "
+                              f"pipeline order): {', '.join(stage_order())}")
+    if not isinstance(cfg.get("model"), Mapping):
         raise ConfigError("the config has no `model` section; pick one with model=<name>")
-    return [s for s in STAGE_ORDER if s in stages]
+    out = dict(cfg)
+    from workbench.models import validate_model_config
+
+    out["model"] = validate_model_config(cfg["model"])
+    for key, name in sections.items():
+        schema = STAGES.get(name).resolve_config()
+        out[key] = to_dict(parse(schema, cfg.get(key), key))
+    return out
 
 
-def model_for_run(run: RunDir, cfg: dict):
-    """The run's trained model (checkpoints/model.pt) if the train stage wrote one, else the configured model,
-    freshly initialised with the run's seed (an untrained baseline)."""
-    from workbench.models import build_model, load_checkpoint
-    from workbench.utils import seed_everything
-
-    path = run.path / "checkpoints" / "model.pt"
-    if path.exists():
-        return load_checkpoint(path)
-    seed_everything(int(cfg.get("seed", 0)))
-    return build_model(cfg["model"])
+def validate_config(cfg: Mapping[str, Any]) -> list[str]:
+    """Check ``cfg`` (see ``resolve_config``); return the stages to run, in pipeline order."""
+    resolve_config(cfg)
+    return [s for s in stage_order() if s in (cfg.get("stages") or [])]
 
 
-def data_files_used(cfg: dict) -> list:
-    """The registered data files present under the data root (their sha256 goes into provenance)."""
-    from workbench.data.files import REGISTRY, data_root
-
-    root = data_root()
-    return [root / rel for rel in REGISTRY if (root / rel).exists()]
-
-
-def run_pipeline(cfg: dict, run: RunDir, stages: list[str] | None = None, force: bool = False,
+def run_pipeline(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None = None, force: bool = False,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``stages`` (default: ``cfg["stages"]``) into ``run``; a stage already in metrics.json is skipped."""
     from workbench.utils import get_device
 
-    todo = validate_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
-    previous = run.config()
-    if previous and _config_identity(previous) != _config_identity(cfg) and not force:
-        raise ConfigError(
-            f"{run.path} already holds a run with a different config; resuming it would mix results. Use a new "
-            f"run_dir, or pass force=True to overwrite (differences in: "
-            f"{sorted(k for k in set(previous) | set(cfg) if previous.get(k) != cfg.get(k))})")
+    cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
+    todo = [s for s in stage_order() if s in cfg["stages"]]
+    _check_resumable(run, cfg, force)
     run.write_config(cfg)
     run.write_provenance(seed=cfg.get("seed"), device=str(get_device(cfg.get("device"))),
-                         data_files=data_files_used(cfg))
+                         data_files=data_files_used())
     done = run.metrics()
     for name in todo:
         if name in done and not force:
@@ -99,7 +117,7 @@ def run_pipeline(cfg: dict, run: RunDir, stages: list[str] | None = None, force:
         log(f"[workbench] {name} ...")
         start = time.perf_counter()
         try:
-            section = stage_function(name)(run, cfg)
+            section = run_stage(name, cfg, run, log)
         except Exception:
             # keep what earlier stages wrote; the failed stage reruns next time
             log(f"[workbench] {name} failed after {time.perf_counter() - start:.1f} s; earlier stages are kept in "
@@ -107,11 +125,46 @@ def run_pipeline(cfg: dict, run: RunDir, stages: list[str] | None = None, force:
             if "report" in todo and name != "report":
                 _partial_report(run, log)
             raise
-        section = dict(section or {})
         section.setdefault("seconds", round(time.perf_counter() - start, 2))
         run.write_stage(name, section)
         log(f"[workbench] {name}: done in {section['seconds']:.1f} s")
     return run.metrics()
+
+
+def run_stage(name: str, cfg: Mapping[str, Any], run: RunDir, log: Callable[[str], None] = print) -> dict:
+    """One stage on a resolved config: build its context, call it, add the references it cited."""
+    ctx = StageContext.create(cfg, run, name, log)
+    ctx.cite(STAGES, name)  # a plugin stage's own citation
+    section = dict(STAGES.get(name).resolve_function()(ctx) or {})
+    references = list(section.get("references") or [])
+    section["references"] = references + [r for r in ctx.references if r not in references]
+    if not section["references"]:
+        del section["references"]
+    return section
+
+
+def _check_resumable(run: RunDir, cfg: Mapping[str, Any], force: bool) -> None:
+    previous = run.config()
+    if not previous or force:
+        return
+    old, new = _config_identity(previous), _config_identity(cfg)
+    if old != new:
+        raise ConfigError(
+            f"{run.path} already holds a run with a different config; resuming it would mix results. Use a new "
+            f"run_dir, or pass force=True to overwrite (differences in: "
+            f"{sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))})")
+
+
+def _config_identity(cfg: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in cfg.items() if k not in RESUME_FREE_KEYS}
+
+
+def data_files_used() -> list:
+    """The registered data files present under the data root (their sha256 goes into provenance)."""
+    from workbench.data.files import REGISTRY, data_root
+
+    root = data_root()
+    return [root / rel for rel in REGISTRY if (root / rel).exists()]
 
 
 def _partial_report(run: RunDir, log: Callable[[str], None]) -> None:
@@ -122,18 +175,3 @@ def _partial_report(run: RunDir, log: Callable[[str], None]) -> None:
         log(f"[workbench] partial report: {build_run_report(run.path)}")
     except Exception as err:  # the stage's own error matters more than the report's
         log(f"[workbench] no partial report ({type(err).__name__}: {err})")
-
-
-def _config_identity(cfg: dict) -> dict:
-    # keys that may differ between a run and its resumption without changing what is computed
-    return {k: v for k, v in cfg.items() if k not in {"run_dir", "sweep_dir", "stages", "device", "results_root"}}
-
-
-def get_metric(metrics: dict, dotted: str):
-    """``metrics["align"]["summary"]["best_hIT_score"]`` for ``"align.summary.best_hIT_score"``."""
-    node: Any = metrics
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"metric {dotted!r} not found (no {part!r}); top-level sections: {sorted(metrics)}")
-        node = node[part]
-    return node

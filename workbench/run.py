@@ -22,8 +22,9 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
+from workbench.registry import nearest
 from workbench.utils import atomic_write_json, atomic_write_text
 
 TRACKED_PACKAGES = (
@@ -65,6 +66,109 @@ class RunDir:
     @property
     def figures(self) -> Path:
         return self.subdir("figures")
+
+    # -- artefacts: every path a stage writes or reads, with the reader next to the writer -------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        """checkpoints/model.pt: weights + model config + cortical sheets (written by the train stage)."""
+        return self.path / "checkpoints" / "model.pt"
+
+    @property
+    def training_resume_path(self) -> Path | None:
+        """checkpoints/last.ckpt, Lightning's latest state of an interrupted fit (ModelCheckpoint(save_last=True) in
+        ``checkpoints``), or None: the train stage resumes from it (model.pt is written only at the very end)."""
+        last = self.path / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_path.is_file()
+
+    def save_model(self, model, model_cfg: dict, sheets=None, extra: dict | None = None) -> Path:
+        from workbench.models import save_checkpoint
+
+        return save_checkpoint(self.checkpoints / "model.pt", model, model_cfg, sheets, extra=extra)
+
+    def load_model(self, map_location: str = "cpu"):
+        from workbench.models import load_checkpoint
+
+        return load_checkpoint(self.checkpoint_path, map_location=map_location)
+
+    def activations_path(self, stimulus_set: str) -> Path:
+        """cache/activations/<stimulus set>.npz (written by the extract stage)."""
+        return self.cache / "activations" / f"{stimulus_set}.npz"
+
+    @property
+    def activations_work_dir(self) -> Path:
+        """Per-layer pieces of an extraction in progress (a rerun after a crash reuses them)."""
+        return self.subdir("cache/activations/keyed")
+
+    def activation_sets(self) -> list[str]:
+        folder = self.path / "cache" / "activations"
+        return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+
+    def save_activations(self, stimulus_set: str, activations) -> Path:
+        return activations.save(self.activations_path(stimulus_set))
+
+    def load_activations(self, stimulus_set: str):
+        """The activations the extract stage wrote for ``stimulus_set`` in this run."""
+        from workbench.features.extract import Activations
+
+        path = self.activations_path(stimulus_set)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no activations for stimulus set {stimulus_set!r} in {self.path}; extracted sets: "
+                f"{self.activation_sets()}. Add it to extract.stimulus_sets and rerun the extract stage.")
+        return Activations.load(path)
+
+    def readout_path(self, source: str, layer: str) -> Path:
+        """cache/readouts/<source>/<layer>.npz: a fitted linear readout from a layer to recorded neuroids
+        (``source`` names the recordings, e.g. the stimulus set cowley_v4_201025)."""
+        return self.cache / "readouts" / source / f"{layer}.npz"
+
+    def save_readout(self, source: str, layer: str, **arrays) -> Path:
+        from workbench.utils import atomic_save_npz
+
+        return atomic_save_npz(self.readout_path(source, layer), **arrays)
+
+    def readout_layers(self, source: str) -> list[str]:
+        folder = self.path / "cache" / "readouts" / source
+        return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+
+    def load_readout(self, source: str, layer: str) -> dict:
+        import numpy as np
+
+        path = self.readout_path(source, layer)
+        if not path.is_file():
+            raise FileNotFoundError(f"no fitted readout {path}; run the align stage with recordings {source!r} "
+                                    f"first (readouts here: {self.readout_layers(source)})")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def _npz_artefact(self, relative: str) -> Path:
+        return self.path / "cache" / relative
+
+    @property
+    def topography_maps_path(self) -> Path:
+        """cache/topography/selectivity.npz: selectivity maps and sheet positions (the topography stage)."""
+        return self._npz_artefact("topography/selectivity.npz")
+
+    @property
+    def lesions_path(self) -> Path:
+        """cache/intervention/lesions.npz: the units of every lesion and the selectivity maps (the intervene stage)."""
+        return self._npz_artefact("intervention/lesions.npz")
+
+    def save_arrays(self, path: Path, **arrays) -> Path:
+        from workbench.utils import atomic_save_npz
+
+        return atomic_save_npz(path, **arrays)
+
+    def load_arrays(self, path: Path) -> dict:
+        import numpy as np
+
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; rerun the stage that writes it")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
 
     # -- metrics ---------------------------------------------------------------------------------------------
     @property
@@ -171,3 +275,23 @@ def provenance(seed: int | None = None, device: str | None = None,
         "packages": package_versions(),
         "data_files": {str(p): sha256_file(p) for p in data_files if Path(p).is_file()},
     }
+
+
+def get_metric(metrics: Mapping[str, Any], dotted: str):
+    """``metrics["align"]["summary"]["best_hIT_score"]`` for ``"align.summary.best_hIT_score"``; a key that itself
+    holds dots (a torchvision layer ``layer4.1``) is matched whole, longest first."""
+    node: Any = metrics
+    parts = dotted.split(".")
+    i = 0
+    while i < len(parts):
+        if not isinstance(node, Mapping):
+            raise KeyError(f"metric {dotted!r} not found ({'.'.join(parts[:i])} is not a section)")
+        for j in range(len(parts), i, -1):
+            key = ".".join(parts[i:j])
+            if key in node:
+                node, i = node[key], j
+                break
+        else:
+            raise KeyError(f"metric {dotted!r} not found (no {parts[i]!r}{nearest(parts[i], node)}); keys there: "
+                           f"{sorted(node)[:20]}")
+    return node

@@ -1,15 +1,36 @@
 """Representation alignment: RSA (RDMs, comparisons, noise ceilings, bootstrap inference), cross-validated
-encoding models (ridge, PLS) with split-half ceilings, and linear CKA."""
+encoding models (ridge, PLS) with split-half ceilings, linear CKA, and the ``METRICS`` registry through which the
+align stage uses them.
 
-from workbench.alignment.ceiling import ceiled_scores, spearman_brown, split_half_ceiling
-from workbench.alignment.cka import linear_cka
-from workbench.alignment.inference import RSAResult, bootstrap_indices, bootstrap_rsa, noise_ceiling
-from workbench.alignment.regression import (DEFAULT_ALPHAS, EncodingResult, PLSEncoder, RidgeEncoder,
-                                            cross_validate_encoding, make_folds, ridge_cv_predictions)
-from workbench.alignment.rsa import (COMPARE_METHODS, RDM_METRICS, RSATOOLBOX_NAMES, as_condensed, compare_rdms,
-                                     compute_rdm)
+Names are imported on first use: validating a config imports ``workbench.alignment.config`` (and the metric
+registry), which must not pay for torch.
+"""
 
-__all__ = ["compute_rdm", "compare_rdms", "noise_ceiling", "bootstrap_rsa", "bootstrap_indices", "RSAResult",
-           "as_condensed", "RDM_METRICS", "COMPARE_METHODS", "RSATOOLBOX_NAMES", "RidgeEncoder", "PLSEncoder",
-           "cross_validate_encoding", "ridge_cv_predictions", "make_folds", "EncodingResult", "DEFAULT_ALPHAS",
-           "split_half_ceiling", "spearman_brown", "ceiled_scores", "linear_cka"]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "workbench.alignment.ceiling": ("ceiled_scores", "spearman_brown", "split_half_ceiling"),
+    "workbench.alignment.cka": ("linear_cka",),
+    "workbench.alignment.inference": ("RSAResult", "bootstrap_indices", "bootstrap_rsa", "noise_ceiling"),
+    "workbench.alignment.regression": ("DEFAULT_ALPHAS", "EncodingResult", "PLSEncoder", "RidgeEncoder",
+                                       "cross_validate_encoding", "make_folds", "ridge_cv_predictions"),
+    "workbench.alignment.rsa": ("COMPARE_METHODS", "RDM_METRICS", "RSATOOLBOX_NAMES", "as_condensed", "compare_rdms",
+                                "compute_rdm"),
+    "workbench.alignment.metrics": ("METRICS", "AlignmentMetric", "RecordingsMetric", "MetricResult"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'workbench.alignment' has no attribute {name!r}")
+    value = getattr(import_module(_MODULE_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-CKA_CITATION = ("Kornblith, S., Norouzi, M., Lee, H., Hinton, G. (2019). Similarity of neural network "
-                "representations revisited. ICML.")
+# Citations live on the METRICS entry "cka" (workbench.alignment.metrics.cka).
 
 
 def _unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:

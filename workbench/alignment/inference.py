@@ -28,15 +28,12 @@ from tqdm.auto import tqdm
 
 from workbench.alignment import _rank_kernels
 from workbench.alignment.rsa import (DTYPE, as_condensed, canonical_method, check_same_stimuli, compare_rows,
-                                     n_from_condensed, pair_weights, stimulus_ids_of, subject_stack,
+                                     n_from_condensed, pair_weights, subject_stack,
                                      weighted_rank, whitened_vectors)
 from workbench.utils import get_device
 
 SCHEMES = ("stimuli", "subjects", "both")
-RSATOOLBOX_CITATION = ("Schütt, H.H., Kipnis, A.D., Diedrichsen, J., Kriegeskorte, N. (2023). Statistical inference "
-                       "on representational geometries. eLife 12:e82566.")
-NILI_CITATION = ("Nili, H., Wingfield, C., Walther, A., Su, L., Marslen-Wilson, W., Kriegeskorte, N. (2014). A "
-                 "toolbox for representational similarity analysis. PLoS Comput Biol 10(4):e1003553.")
+# Citations (rsatoolbox, Nili et al. 2014) live on the METRICS entry "rsa" (workbench.alignment.metrics.rsa).
 
 
 def _data_vectors(data_rdms: Any, device) -> torch.Tensor:
@@ -310,6 +307,65 @@ def _counts(idx: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def _sample_indices(subject_indices: np.ndarray | None, stimulus_indices: np.ndarray | None, n_bootstrap: int,
+                   n_subjects: int, n: int, scheme: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The given bootstrap samples, checked, or (for those not given) samples drawn with ``seed``."""
+    S = n_subjects
+    if subject_indices is None or stimulus_indices is None:
+        subj_draw, stim_draw = bootstrap_indices(n_bootstrap, S, n, scheme, seed)
+        subject_indices = subj_draw if subject_indices is None else subject_indices
+        stimulus_indices = stim_draw if stimulus_indices is None else stimulus_indices
+    subject_indices, stimulus_indices = np.asarray(subject_indices), np.asarray(stimulus_indices)
+    B = subject_indices.shape[0]
+    if stimulus_indices.shape[0] != B or subject_indices.ndim != 2 or stimulus_indices.ndim != 2:
+        raise ValueError("subject_indices (B, S) and stimulus_indices (B, n) must describe the same B samples")
+    if subject_indices.max() >= S or stimulus_indices.max() >= n or min(subject_indices.min(),
+                                                                        stimulus_indices.min()) < 0:
+        raise ValueError(f"bootstrap indices out of range (subjects < {S}, stimuli < {n})")
+    return subject_indices, stimulus_indices
+
+
+def _bootstrap_ceilings(data: torch.Tensor, plans: "_RankPlans | None", c_counts: np.ndarray, d_counts: np.ndarray,
+                        method: str, batch_size: int, bar, dev) -> np.ndarray:
+    """(B, 2) noise ceilings of every bootstrap sample (each distinct stimulus/subject draw computed once)."""
+    n = c_counts.shape[1]
+    combos = np.concatenate([c_counts, d_counts], axis=1)
+    uniq, inv = np.unique(combos, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    ceil_u = np.full((uniq.shape[0], 2), np.nan)
+    ok = (uniq[:, :n] > 0).sum(1) >= 3
+    todo = np.nonzero(ok)[0]
+    all_stim = bool((uniq[:, :n] == 1).all())
+    step = batch_size
+    for i in range(0, len(todo), step):
+        sel = todo[i:i + step]
+        if plans is not None:
+            ceil_u[sel] = plans.ceilings(_int_pair_weights(uniq[sel, :n], n), uniq[sel, n:], method)
+        else:
+            cs = None if all_stim else torch.as_tensor(uniq[sel, :n], dtype=DTYPE, device=dev)
+            ds = torch.as_tensor(uniq[sel, n:], dtype=DTYPE, device=dev)
+            ceil_u[sel] = _ceiling_rows(data, cs, ds, method).cpu().numpy()
+        bar.update(int(np.isin(inv, sel).sum()))
+    return ceil_u[inv]
+
+
+def _full_data_scores(models: torch.Tensor, data: torch.Tensor, plans: "_RankPlans | None", method: str, dev
+                      ) -> tuple[np.ndarray, tuple[float, float]]:
+    """Point estimates on the full data: every model's score and the noise ceiling (NaN for one subject)."""
+    S, n = data.shape[0], n_from_condensed(data.shape[1])
+    ones_c = torch.ones(1, n, dtype=DTYPE, device=dev)
+    if plans is not None:
+        ones_w = np.ones((1, data.shape[1]), dtype=np.int64)
+        full = plans.model_scores(ones_w, method)[0].mean(-1)
+        nc = plans.ceilings(ones_w, np.ones((1, S), dtype=np.int64), method)[0] if S >= 2 else None
+    else:
+        full = _model_scores(models, data, ones_c, method, fold_subjects=False)[0].mean(-1).cpu().numpy()
+        nc = _ceiling_rows(data, None, torch.ones(1, S, dtype=DTYPE, device=dev), method)[0].cpu().numpy() \
+            if S >= 2 else None
+    noise = (float(nc[0]), float(nc[1])) if nc is not None else (float("nan"), float("nan"))
+    return full, noise
+
+
 def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_bootstrap: int = 1000,
                   scheme: str = "stimuli", seed: int = 0, model_names: Sequence[str] | None = None,
                   subject_indices: np.ndarray | None = None, stimulus_indices: np.ndarray | None = None,
@@ -343,33 +399,15 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
     model_names = list(model_names)
     if len(model_names) != M:
         raise ValueError(f"{len(model_names)} model_names for {M} model RDMs")
-    if subject_indices is None or stimulus_indices is None:
-        subj_draw, stim_draw = bootstrap_indices(n_bootstrap, S, n, scheme, seed)
-        subject_indices = subj_draw if subject_indices is None else subject_indices
-        stimulus_indices = stim_draw if stimulus_indices is None else stimulus_indices
-    subject_indices, stimulus_indices = np.asarray(subject_indices), np.asarray(stimulus_indices)
+    subject_indices, stimulus_indices = _sample_indices(subject_indices, stimulus_indices, n_bootstrap, S, n, scheme,
+                                                        seed)
     B = subject_indices.shape[0]
-    if stimulus_indices.shape[0] != B or subject_indices.ndim != 2 or stimulus_indices.ndim != 2:
-        raise ValueError("subject_indices (B, S) and stimulus_indices (B, n) must describe the same B samples")
-    if subject_indices.max() >= S or stimulus_indices.max() >= n or min(subject_indices.min(),
-                                                                        stimulus_indices.min()) < 0:
-        raise ValueError(f"bootstrap indices out of range (subjects < {S}, stimuli < {n})")
     d_counts = _counts(subject_indices, S)
     c_counts = _counts(stimulus_indices, n)
     usable = (c_counts > 0).sum(1) >= 3
 
     plans = _RankPlans(models.cpu().numpy(), data.cpu().numpy()) if _use_rank_kernels(method, dev) else None
-    # full-data point estimates
-    ones_c = torch.ones(1, n, dtype=DTYPE, device=dev)
-    if plans is not None:
-        ones_w = np.ones((1, data.shape[1]), dtype=np.int64)
-        full = plans.model_scores(ones_w, method)[0].mean(-1)
-        nc = plans.ceilings(ones_w, np.ones((1, S), dtype=np.int64), method)[0] if S >= 2 else None
-    else:
-        full = _model_scores(models, data, ones_c, method, fold_subjects=False)[0].mean(-1).cpu().numpy()
-        nc = _ceiling_rows(data, None, torch.ones(1, S, dtype=DTYPE, device=dev), method)[0].cpu().numpy() \
-            if S >= 2 else None
-    noise = (float(nc[0]), float(nc[1])) if nc is not None else (float("nan"), float("nan"))
+    full, noise = _full_data_scores(models, data, plans, method, dev)
 
     samples = np.full((B, M), np.nan)
     ceilings = np.full((B, 2), np.nan)
@@ -397,24 +435,7 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
         samples = (per_sample * d_counts[:, None, :]).sum(-1) / d_counts.sum(1)[:, None]
     samples[~usable] = np.nan
     if ceiling and S >= 2:
-        combos = np.concatenate([c_counts, d_counts], axis=1)
-        uniq, inv = np.unique(combos, axis=0, return_inverse=True)
-        inv = inv.ravel()
-        ceil_u = np.full((uniq.shape[0], 2), np.nan)
-        ok = (uniq[:, :n] > 0).sum(1) >= 3
-        todo = np.nonzero(ok)[0]
-        all_stim = bool((uniq[:, :n] == 1).all())
-        step = batch_size
-        for i in range(0, len(todo), step):
-            sel = todo[i:i + step]
-            if plans is not None:
-                ceil_u[sel] = plans.ceilings(_int_pair_weights(uniq[sel, :n], n), uniq[sel, n:], method)
-            else:
-                cs = None if all_stim else torch.as_tensor(uniq[sel, :n], dtype=DTYPE, device=dev)
-                ds = torch.as_tensor(uniq[sel, n:], dtype=DTYPE, device=dev)
-                ceil_u[sel] = _ceiling_rows(data, cs, ds, method).cpu().numpy()
-            bar.update(int(np.isin(inv, sel).sum()))
-        ceilings = ceil_u[inv]
+        ceilings = _bootstrap_ceilings(data, plans, c_counts, d_counts, method, batch_size, bar, dev)
         ceilings[~usable] = np.nan
     bar.close()
     return RSAResult(model_names, method, scheme, full, noise, samples, ceilings, subject_indices, stimulus_indices)

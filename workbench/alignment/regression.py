@@ -25,8 +25,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from workbench.utils import get_device
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))
-BRAINSCORE_CITATION = ("Schrimpf, M., Kubilius, J., Hong, H., et al. (2018). Brain-Score: which artificial neural "
-                       "network for object recognition is most brain-like? bioRxiv 407007.")
+# Citations (Brain-Score, Spearman-Brown) live on the METRICS entries "ridge" and "pls"
+# (workbench.alignment.metrics.encoding).
 DTYPE = torch.float64
 
 

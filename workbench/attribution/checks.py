@@ -10,6 +10,9 @@
   (Petsiuk et al. 2018, RISE); compare the area under each curve with random pixel orders. A faithful map has a
   lower deletion AUC and a higher insertion AUC than random.
 - ``method_agreement``: Spearman rank correlation between the maps of different methods, per image.
+
+Each check is an entry of ``CHECKS`` (named like its switch in the attribute config's ``checks`` section) carrying its
+citations; a stage cites the checks it ran.
 """
 
 from __future__ import annotations
@@ -24,22 +27,23 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm.auto import tqdm
 
-from workbench.attribution.methods import Attribution, _method_class, prepare_inputs
+from workbench.attribution.methods import Attribution, method_class, prepare_inputs
 from workbench.attribution.safety import safe_copy
 from workbench.attribution.targets import TargetForward, as_target
+from workbench.registry import Registry
 
 __all__ = [
-    "spearman_rows", "completeness", "randomisation_layers", "model_randomisation", "RandomisationResult",
+    "CHECKS", "spearman_rows", "completeness", "randomisation_layers", "model_randomisation", "RandomisationResult",
     "deletion_insertion", "FaithfulnessResult", "method_agreement", "reduce_maps",
 ]
 
-REFERENCES = {
-    "adebayo2018": "Adebayo et al. (2018). Sanity checks for saliency maps. NeurIPS.",
-    "petsiuk2018": "Petsiuk, Das & Saenko (2018). RISE: randomized input sampling for explanation of black-box "
-                   "models. BMVC.",
-    "hedstrom2023": "Hedström et al. (2023). Quantus: an explainable AI toolkit for responsible evaluation of neural "
-                    "network explanations. JMLR 24(34).",
-}
+CHECKS: Registry[Any] = Registry("attribution check")
+ADEBAYO_2018 = "Adebayo et al. (2018). Sanity checks for saliency maps. NeurIPS."
+PETSIUK_2018 = ("Petsiuk, Das & Saenko (2018). RISE: randomized input sampling for explanation of black-box models. "
+                "BMVC.")
+HEDSTROM_2023 = ("Hedström et al. (2023). Quantus: an explainable AI toolkit for responsible evaluation of neural "
+                 "network explanations. JMLR 24(34).")
+SUNDARARAJAN_2017 = "Sundararajan, Taly & Yan (2017). Axiomatic attribution for deep networks. ICML."
 
 
 def reduce_maps(attributions: Attribution | np.ndarray, reduce: str = "abs") -> np.ndarray:
@@ -66,6 +70,8 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (ra * rb).sum(1) / denom, np.nan)
 
 
+@CHECKS.register("completeness", citation=SUNDARARAJAN_2017,
+                 description="sum of attributions vs f(x) - f(baseline), per image")
 def completeness(attribution: Attribution) -> dict[str, Any]:
     """Per-image sum of attributions, f(x) - f(baseline) and their relative gap."""
     if attribution.delta is None:
@@ -149,6 +155,8 @@ class RandomisationResult:
         }
 
 
+@CHECKS.register("randomisation", citation=(ADEBAYO_2018, HEDSTROM_2023),
+                 description="cascading model-parameter randomisation, top-down, Spearman vs the trained map")
 def model_randomisation(model: nn.Module, inputs: Any, target: Any, method: str, *, baselines: Any = None,
                         layers: Sequence[str] | None = None, granularity: str = "children", reduce: str = "abs",
                         seed: int = 0, original: Attribution | None = None, progress: bool = True,
@@ -159,7 +167,7 @@ def model_randomisation(model: nn.Module, inputs: Any, target: Any, method: str,
     maps already computed on the trained model with the same method, target and options. ``method_options`` go
     to the method class (e.g. ``{"n_steps": 32}``).
     """
-    cls = _method_class(method)
+    cls = method_class(method)
     options = dict(method_options or {})
     x = prepare_inputs(model, inputs)
     if layers is None:
@@ -251,6 +259,8 @@ def _curves(forward: TargetForward, x: torch.Tensor, fill: torch.Tensor, order: 
     return deletion, insertion
 
 
+@CHECKS.register("faithfulness", citation=PETSIUK_2018,
+                 description="deletion / insertion curves in the map's pixel order vs random orders")
 def deletion_insertion(model: nn.Module, inputs: Any, attributions: Attribution | np.ndarray, target: Any, *,
                        n_steps: int = 20, fill: Any = 0.0, n_random: int = 3, reduce: str = "sum", seed: int = 0,
                        batch_size: int = 64, device: str | None = None) -> FaithfulnessResult:
@@ -291,6 +301,7 @@ def deletion_insertion(model: nn.Module, inputs: Any, attributions: Attribution 
 
 
 # -- agreement between methods ---------------------------------------------------------------------------------------
+@CHECKS.register("agreement", description="Spearman rank correlation between the maps of every pair of methods")
 def method_agreement(attributions: dict[str, Attribution | np.ndarray], reduce: str = "abs") -> dict[str, Any]:
     """Mean (over images) Spearman correlation between every pair of methods' maps."""
     names = list(attributions)

@@ -1,4 +1,4 @@
-"""Attribution methods: thin wrappers around captum and shap, one class per method.
+"""Attribution methods: thin wrappers around captum and shap, one class per method, each in the ``METHODS`` registry.
 
 Each class keeps the library's explainer object visible (``.explainer``) and adds what a study needs around it:
 a target (class, unit, patch, neural site; see ``targets``), a safe copy of the model, input and baseline
@@ -7,15 +7,28 @@ validation, batching that bounds memory, the device, a progress bar, and per-ima
 
     >>> result = attribute(model, images, 3, "integrated_gradients", n_steps=64)
     >>> result.attributions.shape == images.shape
+
+A new method is one class in one file (the captum pattern: one class, one ``attribute`` call; we wrap, we do not
+hide), registered with its citation; it maps its own options from the stage config (``options_from_config``):
+
+    @METHODS.register("input_x_gradient", citation="Shrikumar et al. (2016). ... arXiv:1605.01713.")
+    class InputXGradient(AttributionMethod):
+        uses_baselines = False
+
+        def _make_explainer(self):
+            from captum.attr import InputXGradient
+            return InputXGradient(self.forward)
+
+        def _attribute_batch(self, x, baselines):
+            return self.explainer.attribute(x, target=0)
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -23,11 +36,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from workbench.attribution.safety import check_module_rules, safe_copy
-from workbench.attribution.targets import Target, TargetForward, as_target
+from workbench.attribution.targets import TargetForward, as_target
+from workbench.config import ConfigError, parse, to_dict
+from workbench.registry import Entry, Registry
 
 __all__ = [
     "Attribution", "AttributionMethod", "Saliency", "SmoothGrad", "IntegratedGradients", "GradientShap", "DeepLift",
-    "ShapGradient", "ShapDeep", "METHODS", "attribute", "method_names", "prepare_inputs", "prepare_baselines",
+    "ShapGradient", "ShapDeep", "METHODS", "MethodRegistry", "attribute", "method_class", "method_names",
+    "prepare_inputs", "prepare_baselines",
 ]
 
 
@@ -155,20 +171,96 @@ def prepare_baselines(baselines: Any, inputs: torch.Tensor, *, distribution: boo
     return base.contiguous()
 
 
+# -- the registry ---------------------------------------------------------------------------------------------
+class MethodRegistry(Registry):
+    """The attribution-method registry: entries are ``AttributionMethod`` subclasses.
+
+    Registering a class stamps its ``name`` and ``citation`` from the registration (written once, in the decorator)
+    and records the names in its own ``aliases`` tuple (``ig`` for ``integrated_gradients``): ``get``, ``entry``,
+    ``citations`` and ``in`` accept an alias; ``names()`` lists the registered names only.
+    """
+
+    def __init__(self, kind: str = "attribution method"):
+        super().__init__(kind)
+        self.aliases: dict[str, str] = {}
+
+    def add(self, name: str, obj: Any, *, citation: str | Iterable[str] = "", description: str = "") -> None:
+        if not (isinstance(obj, type) and issubclass(obj, AttributionMethod)):
+            raise TypeError(f"attribution method {name!r} must be a subclass of "
+                            f"workbench.attribution.AttributionMethod (one class wrapping one explainer), got {obj!r}")
+        if not description and obj.__doc__:
+            description = obj.__doc__.strip().splitlines()[0]
+        super().add(name, obj, citation=citation, description=description)
+        obj.name = name
+        obj.citation = self.citation(name)
+        # vars(): a subclass (SmoothGrad of Saliency) does not inherit its parent's aliases
+        for alias in vars(obj).get("aliases", ()):
+            self.aliases[alias] = name
+
+    def remove(self, name: str) -> None:
+        super().remove(name)
+        self.aliases = {a: n for a, n in self.aliases.items() if n != name and a != name}
+
+    def entry(self, name: str) -> Entry:
+        return super().entry(self.aliases.get(name, name))
+
+    def __contains__(self, name: Any) -> bool:
+        return name in self.aliases or super().__contains__(name)
+
+
+METHODS = MethodRegistry("attribution method")
+
+
 # -- methods ----------------------------------------------------------------------------------------------------
 class AttributionMethod:
     """Base: ``__init__`` builds the wrapped explainer around a target forward; ``attribute`` runs it in batches.
 
-    Subclasses set ``name``, ``citation``, whether baselines form a distribution (SHAP) or one reference per image,
-    whether module rules are used (DeepLift-style), and implement ``_attribute_batch``.
+    Subclasses are registered with ``@METHODS.register(name, citation=...)`` (which sets ``name`` and ``citation``),
+    say whether baselines form a distribution (SHAP) or one reference per image and whether module rules are used
+    (DeepLift-style), implement ``_make_explainer`` and ``_attribute_batch``, and map their options from the stage
+    config in ``options_from_config``.
     """
 
-    name = ""
-    citation = ""
+    name = ""                       # set by METHODS.register
+    citation = ""                   # set by METHODS.register
+    aliases: tuple[str, ...] = ()   # other names the config may use
     uses_baselines = True
     baseline_distribution = False
     module_rules = False
     promises_completeness = False
+    # Options of a method that has no section of its own in the attribute config (a plugin's method): a dataclass
+    # (see workbench.config) parsed from attribute.method_options.<name>.
+    option_schema: type | None = None
+    config_section: str | None = None   # the attribute config section a built-in method reads (for messages)
+
+    @classmethod
+    def options_from_config(cls, cfg: Any) -> dict[str, Any]:
+        """Constructor options from the attribute stage's config (an ``AttributeConfig``): the shared
+        ``internal_batch_size`` plus this method's own options. Built-in methods extend this with their section
+        (``cfg.ig``, ``cfg.shap``...); a method with an ``option_schema`` reads ``attribute.method_options.<name>``."""
+        options: dict[str, Any] = {"internal_batch_size": int(cfg.internal_batch_size)}
+        given = (cfg.method_options or {}).get(cls.name)
+        if cls.option_schema is not None:
+            parsed = parse(cls.option_schema, given, f"attribute.method_options.{cls.name}")
+            options.update(to_dict(parsed))
+        elif given:
+            where = (f"its options come from attribute.{cls.config_section}" if cls.config_section
+                     else "it has no options to set")
+            raise ConfigError(f"attribute.method_options.{cls.name}: {cls.name} takes no method_options ({where})")
+        return options
+
+    @classmethod
+    def accepted_options(cls) -> set[str]:
+        """Keyword options of the constructor (of this class and its bases)."""
+        import inspect
+
+        allowed: set[str] = set()
+        for klass in cls.__mro__:
+            if klass is object:
+                continue
+            allowed |= {p for p, v in inspect.signature(klass.__init__).parameters.items()
+                        if v.kind == v.KEYWORD_ONLY}
+        return allowed
 
     def __init__(self, model: nn.Module, target: Any, *, device: str | torch.device | None = None,
                  internal_batch_size: int = 128):
@@ -262,11 +354,11 @@ class AttributionMethod:
         )
 
 
+@METHODS.register("saliency",
+                  citation="Simonyan, Vedaldi & Zisserman (2014). Deep inside convolutional networks. ICLR workshop.")
 class Saliency(AttributionMethod):
     """|d target / d x| (captum ``Saliency``; ``abs=False`` keeps the sign)."""
 
-    name = "saliency"
-    citation = "Simonyan, Vedaldi & Zisserman (2014). Deep inside convolutional networks. ICLR workshop."
     uses_baselines = False
 
     def __init__(self, model, target, *, abs: bool = True, **kw):
@@ -285,11 +377,17 @@ class Saliency(AttributionMethod):
         return self.explainer.attribute(x, target=0, abs=self.abs)
 
 
+@METHODS.register("smoothgrad",
+                  citation="Smilkov et al. (2017). SmoothGrad: removing noise by adding noise. arXiv:1706.03825.")
 class SmoothGrad(Saliency):
     """Saliency averaged over Gaussian-noised copies of the input (captum ``NoiseTunnel``)."""
 
-    name = "smoothgrad"
-    citation = "Smilkov et al. (2017). SmoothGrad: removing noise by adding noise. arXiv:1706.03825."
+    config_section = "smoothgrad"
+
+    @classmethod
+    def options_from_config(cls, cfg):
+        return {**super().options_from_config(cfg), "nt_samples": cfg.smoothgrad.nt_samples,
+                "stdevs": cfg.smoothgrad.stdevs}
 
     def __init__(self, model, target, *, nt_samples: int = 16, stdevs: float = 0.15, nt_type: str = "smoothgrad",
                  abs: bool = True, **kw):
@@ -314,6 +412,8 @@ class SmoothGrad(Saliency):
                                         nt_samples_batch_size=self.nt_samples, target=0, abs=self.abs)
 
 
+@METHODS.register("integrated_gradients",
+                  citation="Sundararajan, Taly & Yan (2017). Axiomatic attribution for deep networks. ICML.")
 class IntegratedGradients(AttributionMethod):
     """Path integral of gradients from a baseline (captum ``IntegratedGradients``), optionally in a NoiseTunnel.
 
@@ -323,9 +423,15 @@ class IntegratedGradients(AttributionMethod):
     over IG; completeness then holds only on average over the noise).
     """
 
-    name = "integrated_gradients"
-    citation = "Sundararajan, Taly & Yan (2017). Axiomatic attribution for deep networks. ICML."
+    aliases = ("ig",)
+    config_section = "ig"
     promises_completeness = True
+
+    @classmethod
+    def options_from_config(cls, cfg):
+        ig = cfg.ig
+        return {**super().options_from_config(cfg), "n_steps": ig.n_steps, "integration": ig.integration,
+                "noise_tunnel": to_dict(ig.noise_tunnel) if ig.noise_tunnel is not None else None}
 
     def __init__(self, model, target, *, n_steps: int = 50, integration: str = "gausslegendre",
                  noise_tunnel: dict | None = None, **kw):
@@ -368,13 +474,21 @@ class IntegratedGradients(AttributionMethod):
         return self.explainer.attribute(x, **kw)
 
 
+LUNDBERG_LEE_2017 = "Lundberg & Lee (2017). A unified approach to interpreting model predictions. NeurIPS."
+
+
+@METHODS.register("gradient_shap", citation=LUNDBERG_LEE_2017)
 class GradientShap(AttributionMethod):
     """Expected gradients x (input - baseline) over a baseline distribution (captum ``GradientShap``)."""
 
-    name = "gradient_shap"
-    citation = "Lundberg & Lee (2017). A unified approach to interpreting model predictions. NeurIPS."
+    aliases = ("gradshap",)
+    config_section = "shap"
     baseline_distribution = True
     promises_completeness = True  # in expectation; the per-image gap shrinks with n_samples
+
+    @classmethod
+    def options_from_config(cls, cfg):
+        return {**super().options_from_config(cfg), "n_samples": cfg.shap.n_samples, "seed": cfg.shap.seed}
 
     def __init__(self, model, target, *, n_samples: int = 50, stdevs: float = 0.0, seed: int | None = 0, **kw):
         super().__init__(model, target, **kw)
@@ -413,12 +527,11 @@ class GradientShap(AttributionMethod):
             np.random.set_state(np_state)
 
 
+@METHODS.register("deeplift", citation="Shrikumar, Greenside & Kundaje (2017). Learning important features through "
+                                       "propagating activation differences. ICML.")
 class DeepLift(AttributionMethod):
     """DeepLIFT rescale rule (captum ``DeepLift``); needs one nn.Module per nonlinearity call."""
 
-    name = "deeplift"
-    citation = ("Shrikumar, Greenside & Kundaje (2017). Learning important features through propagating "
-                "activation differences. ICML.")
     module_rules = True
     promises_completeness = True
 
@@ -437,14 +550,20 @@ class DeepLift(AttributionMethod):
             return self.explainer.attribute(x, baselines=baselines, target=0)
 
 
+@METHODS.register("shap_gradient", citation=(
+    LUNDBERG_LEE_2017, "Erion et al. (2021). Improving performance of deep learning models with axiomatic "
+                       "attribution priors and expected gradients. Nat. Mach. Intell."))
 class ShapGradient(AttributionMethod):
     """shap ``GradientExplainer`` (expected gradients) over a background distribution."""
 
-    name = "shap_gradient"
-    citation = ("Lundberg & Lee (2017). NeurIPS; Erion et al. (2021). Improving performance of deep learning "
-                "models with axiomatic attribution priors and expected gradients. Nat. Mach. Intell.")
+    aliases = ("shap_gradient_explainer",)
+    config_section = "shap"
     baseline_distribution = True
     promises_completeness = True  # in expectation over nsamples
+
+    @classmethod
+    def options_from_config(cls, cfg):
+        return {**super().options_from_config(cfg), "n_samples": cfg.shap.n_samples, "seed": cfg.shap.seed}
 
     def __init__(self, model, target, *, n_samples: int = 200, local_smoothing: float = 0.0, seed: int | None = 0,
                  **kw):
@@ -479,11 +598,11 @@ class ShapGradient(AttributionMethod):
         return _shap_single_output(values, x)
 
 
+@METHODS.register("shap_deep", citation=LUNDBERG_LEE_2017)
 class ShapDeep(AttributionMethod):
     """shap ``DeepExplainer`` (DeepLIFT averaged over a background); needs one nn.Module per nonlinearity call."""
 
-    name = "shap_deep"
-    citation = "Lundberg & Lee (2017). A unified approach to interpreting model predictions. NeurIPS."
+    aliases = ("shap_deep_explainer",)
     baseline_distribution = True
     module_rules = True
     promises_completeness = True
@@ -529,25 +648,16 @@ def _shap_single_output(values: Any, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(values.astype(np.float32))
 
 
-METHODS: dict[str, type[AttributionMethod]] = {
-    cls.name: cls for cls in (Saliency, SmoothGrad, IntegratedGradients, GradientShap, DeepLift, ShapGradient,
-                              ShapDeep)
-}
-ALIASES = {"ig": "integrated_gradients", "gradshap": "gradient_shap", "shap_gradient_explainer": "shap_gradient",
-           "shap_deep_explainer": "shap_deep"}
-
-
 def method_names() -> list[str]:
-    return list(METHODS)
+    """The registered attribution methods (built-in and from plugins)."""
+    return METHODS.names()
 
 
-def _method_class(method: str | type[AttributionMethod]) -> type[AttributionMethod]:
+def method_class(method: str | type[AttributionMethod]) -> type[AttributionMethod]:
+    """The class of a registered method name (or alias); a class passes through."""
     if isinstance(method, type) and issubclass(method, AttributionMethod):
         return method
-    name = ALIASES.get(method, method)
-    if name not in METHODS:
-        raise KeyError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS.get(method)
 
 
 def attribute(model: nn.Module, inputs: Any, target: Any, method: str = "integrated_gradients", *,
@@ -558,15 +668,8 @@ def attribute(model: nn.Module, inputs: Any, target: Any, method: str = "integra
     ``n_samples`` for the SHAP family; ``device``). Baselines: None -> zeros (in the model's input space, i.e.
     the mean image after normalisation); for the SHAP family a (B, C, H, W) background distribution.
     """
-    cls = _method_class(method)
-    import inspect
-
-    allowed = set()
-    for klass in cls.__mro__:
-        if klass is object:
-            continue
-        allowed |= {p for p, v in inspect.signature(klass.__init__).parameters.items()
-                    if v.kind == v.KEYWORD_ONLY}
+    cls = method_class(method)
+    allowed = cls.accepted_options()
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(f"{cls.name} does not take option(s) {sorted(unknown)}; it takes {sorted(allowed)}")

@@ -46,6 +46,18 @@ def overlay_grid(images: np.ndarray, rows: Sequence[tuple[int, str, dict[str, np
     return fig
 
 
+def target_overlays(images: np.ndarray, stimulus_ids: Sequence[str],
+                    rows: Sequence[tuple[str, dict[str, Any]]], n_show: int, title: str = ""):
+    """The overlay grid of one stimulus set: for each (target label, {method: Attribution}) the first ``n_show``
+    images. ``images``: (N, H, W, 3) in [0, 1] (the preprocessing inverted). None when no target has a map."""
+    n_show = min(n_show, len(images))
+    grid = [(i, f"{str(stimulus_ids[i])[:14]}\n{label[:28]}", {m: a.attributions[i] for m, a in maps.items()})
+            for label, maps in rows if maps for i in range(n_show)]
+    if not grid:
+        return None
+    return overlay_grid(images, grid, title=title)
+
+
 def checks_figure(checks: dict[str, Any]):
     """Completeness, randomisation cascade, deletion/insertion gains and method agreement in one figure."""
     import matplotlib.pyplot as plt
@@ -65,15 +77,15 @@ def checks_figure(checks: dict[str, Any]):
     ax.set_title("completeness: median |gap| / |f(x)-f(b)|", fontsize=8)
 
     ax = axes[1]
-    for m in names:
-        rnd = per_method[m].get("randomisation")
-        if rnd:
-            ax.plot(range(1, len(rnd["layers"]) + 1), rnd["spearman_mean"], marker="o", label=m)
-            ax.set_xticks(range(1, len(rnd["layers"]) + 1), rnd["layers"], rotation=45, ha="right", fontsize=7)
+    randomised = [m for m in names if per_method[m].get("randomisation")]
+    for m in randomised:
+        rnd = per_method[m]["randomisation"]
+        ax.plot(range(1, len(rnd["layers"]) + 1), rnd["spearman_mean"], marker="o", label=m)
+        ax.set_xticks(range(1, len(rnd["layers"]) + 1), rnd["layers"], rotation=45, ha="right", fontsize=7)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_ylabel("Spearman vs trained map")
     ax.set_title("cascading randomisation (top-down)", fontsize=8)
-    if names:
+    if randomised:
         ax.legend(fontsize=6)
 
     ax = axes[2]

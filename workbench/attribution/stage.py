@@ -1,127 +1,244 @@
-"""The attribute stage: maps for classes, units, cortical patches and V4 predictions, and how far to trust them.
+"""The attribute stage: maps for classes, units, cortical patches and neural sites, and how far to trust them.
 
-Reads ``cfg["attribute"]`` (configs/attribute/default.yaml documents every key), the run's model
-(``model_for_run``), the stimulus sets with the model's preprocessing, and the alignment readouts in
-``cache/readouts/cowley_v4_<session>/<layer>.npz`` when present (else the neural-site target is skipped and the
-metrics say why). Writes figures ``attribute_overlays_92``, ``attribute_overlays_v4``, ``attribute_checks``.
+Reads its section (``ctx.config``, an ``AttributeConfig``; configs/attribute/default.yaml documents every key), the
+run's model (``ctx.model()``), the stimulus sets with the model's preprocessing, and the linear readouts the align
+stage fitted for ``targets.neural_sites.dataset`` (``ctx.run.load_readout``) when present (else the neural-site
+target is skipped and the section says why). Every method comes from the ``METHODS`` registry and maps its own
+options from the config. Writes figures ``attribute_overlays_<set>`` (``_92`` and ``_v4`` for the default study's
+sets) and ``attribute_checks``.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from workbench.attribution.checks import (
-    REFERENCES, completeness, deletion_insertion, method_agreement, model_randomisation,
+    CHECKS, FaithfulnessResult, completeness, deletion_insertion, method_agreement, model_randomisation,
 )
-from workbench.attribution.methods import METHODS, Attribution, _method_class
+from workbench.attribution.methods import METHODS, Attribution, AttributionMethod
+from workbench.attribution.plots import checks_figure, target_overlays
+from workbench.attribution.safety import safe_copy
 from workbench.attribution.targets import ClassTarget, NeuralSiteTarget, PatchTarget, Target, UnitTarget
 
-DEFAULTS: dict[str, Any] = {
-    "methods": ["saliency", "integrated_gradients", "gradient_shap", "deeplift", "shap_gradient", "shap_deep"],
-    "stimulus_sets": ["kriegeskorte92", "cowley_v4_201025"],
-    "n_images": 8,
-    "internal_batch_size": 64,
-    "targets": {"class": "predicted", "units": [], "patches": {"layers": None, "radius_fraction": 0.15},
-                "neural_sites": {"session": "201025", "layers": None, "max_layers": 1, "neuroids": [0, 1]}},
-    "ig": {"n_steps": 64, "integration": "gausslegendre", "noise_tunnel": None},
-    "smoothgrad": {"nt_samples": 16, "stdevs": 0.15},
-    "shap": {"n_samples": 64, "n_background": 16, "seed": 0},
-    "checks": {"completeness": True, "randomisation": True, "granularity": "children", "faithfulness": True,
-               "faithfulness_steps": 20, "n_random_orders": 3, "fill": 0.0, "agreement": True, "n_images": 4},
-    "overlay_images": 4,
-}
+__all__ = ["attribute_stage", "build_targets", "run_checks", "figure_name"]
 
 
-def _merge(defaults: dict, given: dict | None, where: str = "attribute") -> dict:
-    given = dict(given or {})
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise KeyError(f"unknown key(s) {sorted(unknown)} in cfg[{where!r}]; valid keys: {sorted(defaults)}")
-    out = dict(defaults)
-    for k, v in given.items():
-        out[k] = _merge(defaults[k], v, f"{where}.{k}") if isinstance(defaults[k], dict) and isinstance(v, dict) \
-            and k not in ("noise_tunnel",) and defaults[k] else v
-    return out
+@dataclass
+class MethodRun:
+    """One configured method: its name as the config gives it (an alias stays an alias in the metrics), its class,
+    and the constructor options the class mapped from the config."""
+
+    name: str
+    cls: type[AttributionMethod]
+    options: dict[str, Any]
+
+    def baselines(self, background: torch.Tensor) -> torch.Tensor | None:
+        """The SHAP family explains against a background distribution; the others against zeros (the mean image)."""
+        return background if self.cls.baseline_distribution else None
 
 
-def method_options(name: str, cfg: dict) -> dict[str, Any]:
-    """Constructor options of method ``name`` from the stage config."""
-    opts: dict[str, Any] = {"internal_batch_size": int(cfg["internal_batch_size"])}
-    if name == "integrated_gradients":
-        opts.update(n_steps=int(cfg["ig"]["n_steps"]), integration=cfg["ig"]["integration"], noise_tunnel=cfg["ig"]["noise_tunnel"])
-    elif name == "smoothgrad":
-        opts.update(nt_samples=int(cfg["smoothgrad"]["nt_samples"]), stdevs=float(cfg["smoothgrad"]["stdevs"]))
-    elif name in ("gradient_shap", "shap_gradient"):
-        opts.update(n_samples=int(cfg["shap"]["n_samples"]), seed=cfg["shap"]["seed"])
-    return opts
+@dataclass
+class StimulusBatch:
+    """The first ``n_images`` of a stimulus set, preprocessed, with the SHAP background and the model's classes."""
+
+    name: str
+    stimulus_ids: list[str]
+    x: torch.Tensor
+    background: torch.Tensor
+    predicted: np.ndarray
+    class_target: np.ndarray | None       # the class each image's class-target map explains; None: no class target
 
 
-def _readout_dir(run, session: str) -> Path:
-    return Path(run.path) / "cache" / "readouts" / f"cowley_v4_{session}"
+@dataclass
+class ChecksInput:
+    """The class-target maps of the first stimulus set: what the checks test."""
+
+    batch: StimulusBatch
+    maps: dict[str, Attribution]
+    label: str
 
 
-def build_targets(model: torch.nn.Module, cfg: dict, run, model_cfg: dict) -> tuple[list[Target], dict[str, str]]:
-    """Unit, patch and neural-site targets from the config (the class target is handled per image)."""
-    t = cfg["targets"]
-    targets: list[Target] = []
+def attribute_stage(ctx) -> dict:
+    config = ctx.config
+    model = ctx.model()
+    methods = [MethodRun(m, METHODS.get(m), {**METHODS.get(m).options_from_config(config), "device": str(ctx.device)})
+               for m in config.methods]
+    targets, skipped = build_targets(model, config.targets, ctx.run, ctx.model_config)
+    section: dict[str, Any] = {"device": str(ctx.device), "methods": list(config.methods), "skipped": skipped,
+                               "stimulus_sets": {}}
+    sites = config.targets.neural_sites
+    site_set = sites.dataset if sites is not None else None
+    rng = np.random.default_rng(ctx.seed)
+    checks_input = None
+    for set_name in ctx.progress(config.stimulus_sets, "stimulus sets"):
+        batch, stimuli = load_batch(set_name, config, ctx.preprocess, model, rng)
+        # a neuroid's readout belongs to its data set's images only
+        set_targets = [t for t in targets if not (isinstance(t, NeuralSiteTarget) and set_name != site_set)]
+        results, rows = attribute_set(model, batch, set_targets, methods, config.targets.class_target)
+        section["stimulus_sets"][set_name] = results
+        if checks_input is None and batch.class_target is not None:
+            checks_input = ChecksInput(batch, rows[0][1], rows[0][0])
+        images = ctx.preprocess.invert(batch.x).permute(0, 2, 3, 1).numpy()
+        fig = target_overlays(images, stimuli.stimulus_ids, rows, config.overlay_images,
+                              title=f"{set_name}: |attribution| per method and target")
+        if fig is not None:
+            ctx.save_figure(fig, figure_name(set_name, site_set))
+        _cite_stimulus_set(ctx, set_name)
+    for method in methods:
+        ctx.cite(METHODS, method.name)
+    if checks_input is not None:
+        section["checks"] = run_checks(model, config, checks_input, methods, ctx.device, ctx.seed)
+        for check in checks_that_ran(section["checks"]):
+            ctx.cite(CHECKS, check)
+        ctx.save_figure(checks_figure(section["checks"]), "attribute_checks")
+    section["summary"] = _summary(section)
+    section["headline"] = headline(ctx, section)
+    return section
+
+
+def _cite_stimulus_set(ctx, set_name: str) -> None:
+    from workbench.data import STIMULUS_SETS
+
+    if set_name in STIMULUS_SETS:
+        ctx.cite(STIMULUS_SETS, set_name)
+
+
+# -- targets ---------------------------------------------------------------------------------------------------------
+def build_targets(model: torch.nn.Module, config, run, model_config: dict) -> tuple[list[Target], dict[str, str]]:
+    """Unit, patch and neural-site targets from ``config`` (a ``TargetsConfig``; the class target is handled per
+    image), and why any configured target was skipped."""
     skipped: dict[str, str] = {}
-    for spec in t.get("units") or []:
-        spec = dict(spec)
-        if isinstance(spec.get("unit"), list):
-            spec["unit"] = tuple(spec["unit"])
-        targets.append(UnitTarget(**spec))
-    patches = t.get("patches")
-    if patches:
-        layers = patches.get("layers") or list((model_cfg.get("topography") or {}).get("layers") or [])
-        sheets = getattr(model, "cortical_sheets", None) or {}
-        for layer in layers:
-            if layer not in sheets:
-                skipped[f"patch:{layer}"] = f"the model has no cortical sheet for {layer!r}"
-                continue
-            pos = np.asarray(sheets[layer].positions, dtype=np.float64)
-            lo, hi = pos.min(0), pos.max(0)
-            radius = float(patches.get("radius_fraction", 0.15)) * float((hi - lo).max())
-            targets.append(PatchTarget(layer=layer, centre=tuple(((lo + hi) / 2).tolist()), radius=radius))
-        if not layers:
-            skipped["patch"] = "no topography layers in cfg['model']['topography']['layers'] and none configured"
-    sites = t.get("neural_sites")
-    if sites:
-        session = str(sites.get("session", "201025"))
-        folder = _readout_dir(run, session)
-        files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
-        if sites.get("layers"):
-            files = [folder / f"{layer}.npz" for layer in sites["layers"]]
-            missing = [f.name for f in files if not f.is_file()]
-            files = [f for f in files if f.is_file()]
-            if missing:
-                skipped[f"neural_site:{session}"] = f"readouts missing in {folder}: {missing}"
-        else:
-            order = {name: i for i, name in enumerate(n for n, _ in model.named_modules())}
-            files = sorted(files, key=lambda f: order.get(f.stem, len(order)))[: int(sites.get("max_layers", 1))]
-        if not files and f"neural_site:{session}" not in skipped:
-            skipped[f"neural_site:{session}"] = (f"no fitted readouts in {folder} (run the align stage with a V4 "
-                                                 "regression first); the neural-site target was skipped")
-        neuroids = sites.get("neuroids", [0])
-        for f in files:
-            n_neuroids = np.load(f)["coef"].shape[0]
-            chosen = list(range(min(int(neuroids), n_neuroids))) if isinstance(neuroids, int) else list(neuroids)
-            for i in chosen:
-                targets.append(NeuralSiteTarget.from_npz(f, neuroid=i, layer=f.stem))
+    targets: list[Target] = [
+        UnitTarget(layer=u.layer, unit=tuple(u.unit) if isinstance(u.unit, list) else u.unit, channel=u.channel)
+        for u in config.units]
+    if config.patches is not None:
+        targets += patch_targets(model, config.patches, model_config, skipped)
+    if config.neural_sites is not None:
+        targets += neural_site_targets(model, config.neural_sites, run, skipped)
     return targets, skipped
 
 
-def _attribute_class(method: str, model, x: torch.Tensor, classes: np.ndarray, baselines, opts: dict) -> Attribution:
+def patch_targets(model, patches, model_config: dict, skipped: dict[str, str]) -> list[PatchTarget]:
+    """One patch at the centre of each topographic layer's cortical sheet, its radius a fraction of the sheet."""
+    layers = patches.layers or list((model_config.get("topography") or {}).get("layers") or [])
+    if not layers:
+        skipped["patch"] = "no topography layers in cfg['model']['topography']['layers'] and none configured"
+    sheets = getattr(model, "cortical_sheets", None) or {}
+    out = []
+    for layer in layers:
+        if layer not in sheets:
+            skipped[f"patch:{layer}"] = f"the model has no cortical sheet for {layer!r}"
+            continue
+        pos = np.asarray(sheets[layer].positions, dtype=np.float64)
+        lo, hi = pos.min(0), pos.max(0)
+        radius = float(patches.radius_fraction) * float((hi - lo).max())
+        out.append(PatchTarget(layer=layer, centre=tuple(((lo + hi) / 2).tolist()), radius=radius))
+    return out
+
+
+def neural_site_targets(model, sites, run, skipped: dict[str, str]) -> list[NeuralSiteTarget]:
+    """Neuroids of the align stage's readouts for ``sites.dataset``: the configured layers, else the earliest
+    layers (in the model's module order) that have one, up to ``max_layers``."""
+    key = f"neural_site:{sites.dataset}"
+    fitted = run.readout_layers(sites.dataset)
+    if sites.layers:
+        layers = [layer for layer in sites.layers if layer in fitted]
+        missing = [layer for layer in sites.layers if layer not in fitted]
+        if missing:
+            skipped[key] = f"no readout of {sites.dataset} for layer(s) {missing} in this run (fitted: {fitted})"
+    else:
+        order = {name: i for i, name in enumerate(n for n, _ in model.named_modules())}
+        layers = sorted(fitted, key=lambda layer: order.get(layer, len(order)))[:sites.max_layers]
+    if not layers and key not in skipped:
+        skipped[key] = (f"no fitted readouts of {sites.dataset} in this run (run the align stage with a regression "
+                        f"on {sites.dataset} first); the neural-site target was skipped")
+    out = []
+    for layer in layers:
+        arrays = run.load_readout(sites.dataset, layer)
+        n_neuroids = arrays["coef"].shape[0]
+        neuroids = (list(range(min(sites.neuroids, n_neuroids))) if isinstance(sites.neuroids, int)
+                    else list(sites.neuroids))
+        source = str(run.readout_path(sites.dataset, layer))
+        out += [NeuralSiteTarget.from_arrays(arrays, neuroid=i, layer=layer, source=source) for i in neuroids]
+    return out
+
+
+# -- maps ------------------------------------------------------------------------------------------------------------
+def load_batch(set_name: str, config, preprocess, model, rng: np.random.Generator):
+    """The set's first ``n_images`` images, a SHAP background of other images of the same set (so the reference is
+    the stimulus distribution), the model's predicted classes and the class target; and the set itself."""
+    from workbench.data import load_stimuli
+
+    stimuli = load_stimuli(set_name)
+    n = min(config.n_images, len(stimuli))
+    x = preprocess(stimuli.images[:n])
+    rest = np.arange(n, len(stimuli))
+    n_background = min(config.shap.n_background, len(rest))
+    background = (preprocess(stimuli.images[np.sort(rng.choice(rest, n_background, replace=False))])
+                  if n_background else x)
+    with torch.no_grad():
+        predicted = safe_copy(model)[0](x).argmax(1).numpy()
+    spec = config.targets.class_target
+    class_target = None if spec is None else predicted if spec == "predicted" else np.full(n, spec if spec else 0)
+    batch = StimulusBatch(set_name, [str(s) for s in stimuli.stimulus_ids[:n]], x, background, predicted,
+                          class_target)
+    return batch, stimuli
+
+
+def attribute_set(model, batch: StimulusBatch, targets: list[Target], methods: list[MethodRun], class_spec
+                  ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Attribution]]]]:
+    """Every method's maps for the class target (first, when there is one) and every other target of one set.
+
+    Returns the set's metrics and the rows (target label, {method: Attribution}) for the figures and the checks."""
+    results: dict[str, Any] = {"n_images": len(batch.x), "stimulus_ids": batch.stimulus_ids,
+                               "predicted_class": batch.predicted.tolist(), "targets": {},
+                               "class_target": None if batch.class_target is None else batch.class_target.tolist()}
+    rows = []
+    for target in ([None] if batch.class_target is not None else []) + targets:
+        if target is None:
+            label = "predicted class" if class_spec == "predicted" else f"class {class_spec}"
+        else:
+            label = target.label
+        entries: dict[str, Any] = {}
+        maps: dict[str, Attribution] = {}
+        for method in methods:
+            try:
+                maps[method.name] = _attribute(model, batch, target, method)
+            except ValueError as e:  # e.g. DeepLift on a model with a reused ReLU: say so, keep going
+                entries[method.name] = {"error": str(e)}
+                continue
+            entries[method.name] = _map_entry(maps[method.name])
+        entries["target"] = {"kind": "class", "label": label} if target is None else target.describe()
+        results["targets"][label] = entries
+        rows.append((label, maps))
+    return results, rows
+
+
+def _attribute(model, batch: StimulusBatch, target: Target | None, method: MethodRun) -> Attribution:
+    base = method.baselines(batch.background)
+    if target is None:
+        return attribute_per_class(method, model, batch.x, batch.class_target, base)
+    return method.cls(model, target, **method.options).attribute(batch.x, base, progress=False)
+
+
+def _map_entry(a: Attribution) -> dict[str, Any]:
+    entry: dict[str, Any] = {"seconds": round(a.seconds, 3), "outputs": a.outputs.tolist()}
+    if a.delta is not None:
+        entry["completeness"] = completeness(a)
+    return entry
+
+
+def attribute_per_class(method: MethodRun, model, x: torch.Tensor, classes: np.ndarray, baselines) -> Attribution:
     """Per-image class targets (e.g. the predicted class): one call per distinct class, reassembled in order."""
-    cls = _method_class(method)
     parts: dict[int, Attribution] = {}
     for c in np.unique(classes):
         idx = np.flatnonzero(classes == c)
-        parts[int(c)] = cls(model, ClassTarget(int(c)), **opts).attribute(x[idx], baselines, progress=False)
+        parts[int(c)] = method.cls(model, ClassTarget(int(c)), **method.options).attribute(x[idx], baselines,
+                                                                                           progress=False)
     first = next(iter(parts.values()))
     attributions = np.empty((len(x), *x.shape[1:]), dtype=np.float32)
     outputs = np.empty(len(x))
@@ -140,138 +257,79 @@ def _attribute_class(method: str, model, x: torch.Tensor, classes: np.ndarray, b
                        float(sum(a.seconds for a in parts.values())), first.model_report)
 
 
-def attribute_stage(run, cfg: dict) -> dict:
-    from workbench.data import load_stimuli
-    from workbench.features import Preprocess
-    from workbench.pipeline import model_for_run
-    from workbench.utils import get_device
-
-    acfg = _merge(DEFAULTS, cfg.get("attribute"))
-    methods = [m for m in acfg["methods"]]
-    for m in methods:
-        _method_class(m)  # unknown names fail before any work
-    device = get_device(cfg.get("device"))
-    seed = int(cfg.get("seed", 0))
-    model = model_for_run(run, cfg).eval()
-    preprocess = Preprocess.from_config(cfg["model"].get("preprocess"))
-    targets, skipped = build_targets(model, acfg, run, cfg["model"])
-    section: dict[str, Any] = {"device": str(device), "methods": methods, "skipped": skipped, "stimulus_sets": {},
-                               "references": sorted({METHODS[_method_class(m).name].citation for m in methods}
-                                                    | set(REFERENCES.values()))}
-    rng = np.random.default_rng(seed)
-    checks_input = None
-    for set_name in acfg["stimulus_sets"]:
-        stimuli = load_stimuli(set_name)
-        n = min(int(acfg["n_images"]), len(stimuli))
-        x = preprocess(stimuli.images[:n])
-        # SHAP background: other images of the same set, so the reference is the stimulus distribution.
-        rest = np.arange(n, len(stimuli))
-        n_bg = min(int(acfg["shap"]["n_background"]), len(rest))
-        background = preprocess(stimuli.images[np.sort(rng.choice(rest, n_bg, replace=False))]) if n_bg else x
-        with torch.no_grad():
-            from workbench.attribution.safety import safe_copy
-
-            logits = safe_copy(model)[0](x)
-        predicted = logits.argmax(1).numpy()
-        # A neuroid's readout belongs to its recording session's images only.
-        site_set = f"cowley_v4_{(acfg['targets'].get('neural_sites') or {}).get('session', '201025')}"
-        set_targets = [t for t in targets if not (isinstance(t, NeuralSiteTarget) and site_set != set_name)]
-        rows: list[tuple[str, dict[str, Attribution]]] = []
-        results: dict[str, Any] = {"n_images": n, "stimulus_ids": [str(s) for s in stimuli.stimulus_ids[:n]],
-                                   "predicted_class": predicted.tolist(), "targets": {}}
-        class_spec = acfg["targets"].get("class")
-        if class_spec not in (None, "predicted") and not isinstance(class_spec, int):
-            raise ValueError(f"attribute.targets.class must be 'predicted', a class index or null, got {class_spec!r}")
-        image_classes = predicted if class_spec == "predicted" else np.full(n, class_spec if class_spec else 0)
-        results["class_target"] = image_classes.tolist() if class_spec is not None else None
-        for target in ([None] if class_spec is not None else []) + set_targets:
-            label = ("predicted class" if class_spec == "predicted" else f"class {class_spec}") if target is None \
-                else target.label
-            per_method: dict[str, Attribution] = {}
-            for m in methods:
-                opts = {**method_options(_method_class(m).name, acfg), "device": str(device)}
-                base = background if _method_class(m).baseline_distribution else None
-                try:
-                    if target is None:
-                        a = _attribute_class(m, model, x, image_classes, base, opts)
-                    else:
-                        a = _method_class(m)(model, target, **opts).attribute(x, base, progress=False)
-                except ValueError as e:  # e.g. DeepLift on a model with a reused ReLU: say so, keep going
-                    results["targets"].setdefault(label, {})[m] = {"error": str(e)}
-                    continue
-                per_method[m] = a
-                entry = {"seconds": round(a.seconds, 3), "outputs": a.outputs.tolist()}
-                if a.delta is not None:
-                    entry["completeness"] = completeness(a)
-                results["targets"].setdefault(label, {})[m] = entry
-            results["targets"].setdefault(label, {})["target"] = (
-                {"kind": "class", "label": label} if target is None else target.describe())
-            rows.append((label, per_method))
-            if target is None and checks_input is None:
-                checks_input = (set_name, x, image_classes, background, per_method, label)
-        section["stimulus_sets"][set_name] = results
-        v4_set = f"cowley_v4_{(acfg['targets'].get('neural_sites') or {}).get('session', '201025')}"
-        _save_overlays(run, set_name, v4_set, stimuli, x, preprocess, rows, int(acfg["overlay_images"]))
-    if checks_input is not None:
-        section["checks"] = run_checks(model, acfg, checks_input, device, seed)
-        import matplotlib.pyplot as plt
-
-        fig = _checks_figure(section["checks"])
-        run.save_figure(fig, "attribute_checks")
-        plt.close(fig)
-    section["summary"] = _summary(section)
-    return section
+def figure_name(set_name: str, neural_site_set: str | None) -> str:
+    """attribute_overlays_92 / _v4 for the two sets of the default study (names kept stable for reports and earlier
+    runs), attribute_overlays_<set> otherwise."""
+    if set_name == "kriegeskorte92":
+        return "attribute_overlays_92"
+    if set_name == neural_site_set:
+        return "attribute_overlays_v4"
+    return f"attribute_overlays_{set_name}"
 
 
-def run_checks(model, acfg: dict, checks_input, device, seed: int) -> dict[str, Any]:
+# -- checks ----------------------------------------------------------------------------------------------------------
+def run_checks(model, config, checks_input: ChecksInput, methods: list[MethodRun], device, seed: int
+               ) -> dict[str, Any]:
     """Completeness, randomisation, deletion/insertion and agreement on the class target of the first set."""
-    set_name, x, predicted, background, per_method, label = checks_input
-    c = acfg["checks"]
-    k = min(int(c["n_images"]), len(x))
-    x, predicted = x[:k], predicted[:k]
-    out: dict[str, Any] = {"stimulus_set": set_name, "target": label, "n_images": k, "methods": {}}
-    for m, full in per_method.items():
-        name = _method_class(m).name
-        opts = {**method_options(name, acfg), "device": str(device)}
-        base = background if _method_class(m).baseline_distribution else None
+    c = config.checks
+    batch = checks_input.batch
+    k = min(c.n_images, len(batch.x))
+    x, classes = batch.x[:k], batch.class_target[:k]
+    out: dict[str, Any] = {"stimulus_set": batch.name, "target": checks_input.label, "n_images": k, "methods": {}}
+    for method in methods:
+        if method.name not in checks_input.maps:
+            continue  # the method failed on this target; its error is in the set's metrics
+        full = checks_input.maps[method.name]
+        base = method.baselines(batch.background)
         entry: dict[str, Any] = {}
-        if c["completeness"] and full.delta is not None:
+        if c.completeness and full.delta is not None:
             entry["completeness"] = completeness(full)
-        if c["randomisation"]:
-            # Randomisation needs one fixed target per call: use each image's predicted class, grouped.
-            layers = None
-            per_class = []
-            for cls_ in np.unique(predicted):
-                idx = np.flatnonzero(predicted == cls_)
-                res = model_randomisation(model, x[idx], int(cls_), name, baselines=base,
-                                          granularity=c["granularity"], seed=seed, progress=False,
-                                          method_options=opts)
-                layers = res.layers
-                per_class.append((idx, res.spearman))
-            spearman = np.full((len(layers), k), np.nan)
-            for idx, rho in per_class:
-                spearman[:, idx] = rho
-            entry["randomisation"] = {"layers": layers, "spearman_mean": np.nanmean(spearman, 1).tolist(),
-                                      "spearman_per_image": spearman.tolist(),
-                                      "spearman_fully_randomised": float(np.nanmean(spearman[-1]))}
-        if c["faithfulness"]:
-            curves = []
-            for cls_ in np.unique(predicted):
-                idx = np.flatnonzero(predicted == cls_)
-                curves.append((idx, deletion_insertion(model, x[idx], full.attributions[idx], int(cls_),
-                                                       n_steps=int(c["faithfulness_steps"]), fill=c["fill"],
-                                                       n_random=int(c["n_random_orders"]), seed=seed,
-                                                       device=str(device))))
-            entry["faithfulness"] = _pool_faithfulness(curves, k)
-        out["methods"][m] = entry
-    if c["agreement"] and len(per_method) > 1:
-        out["agreement"] = method_agreement({m: a.attributions[:k] for m, a in per_method.items()})
+        if c.randomisation:
+            entry["randomisation"] = _randomisation(model, x, classes, method, base, c.granularity, seed)
+        if c.faithfulness:
+            entry["faithfulness"] = _faithfulness(model, x, classes, full.attributions, c, seed, device)
+        out["methods"][method.name] = entry
+    if c.agreement and len(checks_input.maps) > 1:
+        out["agreement"] = method_agreement({m: a.attributions[:k] for m, a in checks_input.maps.items()})
     return out
 
 
-def _pool_faithfulness(curves, k: int) -> dict[str, Any]:
-    from workbench.attribution.checks import FaithfulnessResult
+def checks_that_ran(checks: dict[str, Any]) -> list[str]:
+    """Names (``CHECKS`` entries) of the checks with results in ``checks``."""
+    per_method = checks.get("methods", {}).values()
+    ran = [name for name in ("completeness", "randomisation", "faithfulness") if any(name in e for e in per_method)]
+    return ran + (["agreement"] if "agreement" in checks else [])
 
+
+def _randomisation(model, x, classes: np.ndarray, method: MethodRun, base, granularity: str, seed: int) -> dict:
+    """Cascading randomisation needs one fixed target per call: each image's class, grouped by class."""
+    layers, per_class = None, []
+    for cls_ in np.unique(classes):
+        idx = np.flatnonzero(classes == cls_)
+        res = model_randomisation(model, x[idx], int(cls_), method.cls, baselines=base, granularity=granularity,
+                                  seed=seed, progress=False, method_options=method.options)
+        layers = res.layers
+        per_class.append((idx, res.spearman))
+    spearman = np.full((len(layers), len(x)), np.nan)
+    for idx, rho in per_class:
+        spearman[:, idx] = rho
+    return {"layers": layers, "spearman_mean": np.nanmean(spearman, 1).tolist(),
+            "spearman_per_image": spearman.tolist(),
+            "spearman_fully_randomised": float(np.nanmean(spearman[-1]))}
+
+
+def _faithfulness(model, x, classes: np.ndarray, attributions: np.ndarray, c, seed: int, device) -> dict:
+    """Deletion / insertion per class group, pooled over the images."""
+    curves = []
+    for cls_ in np.unique(classes):
+        idx = np.flatnonzero(classes == cls_)
+        curves.append((idx, deletion_insertion(model, x[idx], attributions[idx], int(cls_),
+                                               n_steps=c.faithfulness_steps, fill=c.fill,
+                                               n_random=c.n_random_orders, seed=seed, device=str(device))))
+    return _pool_faithfulness(curves, len(x))
+
+
+def _pool_faithfulness(curves, k: int) -> dict[str, Any]:
     first = curves[0][1]
     arrays = {}
     for field_ in ("deletion", "insertion", "deletion_random", "insertion_random"):
@@ -287,6 +345,7 @@ def _pool_faithfulness(curves, k: int) -> dict[str, Any]:
     return summary
 
 
+# -- summary and headline --------------------------------------------------------------------------------------------
 def _summary(section: dict) -> dict[str, Any]:
     """One number per method and check, for the report table."""
     out: dict[str, Any] = {}
@@ -304,33 +363,33 @@ def _summary(section: dict) -> dict[str, Any]:
     return out
 
 
-def figure_name(set_name: str, v4_set: str) -> str:
-    """attribute_overlays_92 / _v4 for the two sets of the default study, attribute_overlays_<set> otherwise."""
-    if set_name == "kriegeskorte92":
-        return "attribute_overlays_92"
-    if set_name == v4_set:
-        return "attribute_overlays_v4"
-    return f"attribute_overlays_{set_name}"
+def headline_method(section: dict) -> str | None:
+    """The method whose checks go on the summary cards: the first configured one that promises completeness (a path
+    or SHAP method, the maps the checks say most about), else the first one checked."""
+    checked = section.get("checks", {}).get("methods") or {}
+    complete = [m for m in section["methods"] if "completeness" in checked.get(m, {})]
+    return (complete or [m for m in section["methods"] if m in checked] or [None])[0]
 
 
-def _save_overlays(run, set_name, v4_set, stimuli, x, preprocess, rows, n_show: int) -> None:
-    import matplotlib.pyplot as plt
-
-    from workbench.attribution.plots import overlay_grid
-
-    images = preprocess.invert(x).permute(0, 2, 3, 1).numpy()
-    n_show = min(n_show, len(x))
-    grid = [(i, f"{str(stimuli.stimulus_ids[i])[:14]}\n{label[:28]}", {m: a.attributions[i] for m, a in maps.items()})
-            for label, maps in rows if maps for i in range(n_show)]
-    if not grid:
-        return
-    fig = overlay_grid(images, grid, title=f"{set_name}: |attribution| per method and target")
-    name = figure_name(set_name, v4_set)
-    run.save_figure(fig, name)
-    plt.close(fig)
-
-
-def _checks_figure(checks: dict):
-    from workbench.attribution.plots import checks_figure
-
-    return checks_figure(checks)
+def headline(ctx, section: dict) -> list[dict[str, Any]]:
+    """Cards: the headline method's completeness error, its map's rank correlation with the map of a fully
+    randomised model (low: the map depends on what the model learned) and its deletion gain over random orders."""
+    method = headline_method(section)
+    if method is None:
+        return []
+    checks = section["checks"]["methods"][method]
+    cards = [("completeness", "relative_error_max", "completeness_error", "completeness error (max over images)",
+              "|sum - (f(x) - f(b))| / |f(x) - f(b)|"),
+             ("randomisation", "spearman_fully_randomised", "randomisation_spearman",
+              "map vs fully randomised model", "Spearman r"),
+             ("faithfulness", "deletion_gain", "deletion_gain", "deletion AUC gain over random order",
+              "target x fraction")]
+    out = []
+    for check, key, name, label, unit in cards:
+        value = checks.get(check, {}).get(key)
+        if value is None or not np.isfinite(value):
+            continue
+        out.append(ctx.headline(name, value, f"{method}: {label}", f"checks.methods.{method}.{check}.{key}",
+                                unit=unit, method=method, stimulus_set=section["checks"]["stimulus_set"],
+                                n_images=section["checks"]["n_images"]))
+    return out

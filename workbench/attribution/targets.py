@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -260,28 +260,36 @@ class NeuralSiteTarget(Target):
 
     @classmethod
     def from_npz(cls, path: str | Path, neuroid: int | str = 0, layer: str | None = None) -> "NeuralSiteTarget":
-        """Load a readout saved by the alignment stage (``<layer>.npz`` with coef, intercept[, neuroid_ids])."""
+        """Load a readout saved as ``<layer>.npz`` with coef, intercept[, neuroid_ids, feature_mean/scale]."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no readout file {path}; run the align stage first (it writes cache/readouts)")
         with np.load(path, allow_pickle=False) as z:
-            if "coef" not in z:
-                raise KeyError(f"{path} has no 'coef' array; found {list(z.keys())}")
             arrays = {k: z[k] for k in z.keys()}
+        return cls.from_arrays(arrays, neuroid, layer or path.stem, source=str(path))
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], neuroid: int | str = 0, layer: str = "",
+                    source: str = "") -> "NeuralSiteTarget":
+        """A neuroid of a fitted readout given as arrays (``RunDir.load_readout(data_set, layer)``): coef,
+        intercept[, neuroid_ids, feature_mean, feature_scale]. ``neuroid``: an index, or an id from neuroid_ids."""
+        where = source or f"the readout of {layer!r}"
+        if "coef" not in arrays:
+            raise KeyError(f"{where} has no 'coef' array; found {list(arrays)}")
         ids = None
         for key in ("neuroid_ids", "neuroid_id"):
             if key in arrays:
                 ids = [str(i) for i in arrays[key]]
         if isinstance(neuroid, str):
             if ids is None or neuroid not in ids:
-                raise KeyError(f"neuroid {neuroid!r} not in {path.name}; ids are {ids[:10] if ids else 'absent'}")
+                raise KeyError(f"neuroid {neuroid!r} not in {where}; ids are {ids[:10] if ids else 'absent'}")
             index = ids.index(neuroid)
         else:
             index = int(neuroid)
-        return cls(layer=layer or path.stem, coef=arrays["coef"], intercept=arrays.get("intercept"),
+        return cls(layer=layer, coef=arrays["coef"], intercept=arrays.get("intercept"),
                    neuroid=index, neuroid_id=ids[index] if ids and index < len(ids) else None,
                    feature_mean=arrays.get("feature_mean"), feature_scale=arrays.get("feature_scale"),
-                   source=str(path))
+                   source=source)
 
     def weights(self, unit_shape, model):
         n = int(np.prod(unit_shape))

@@ -163,3 +163,17 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+
+def build_datamodule(data_cfg: dict | None, preprocess: dict | None = None, seed: int = 0):
+    """A LightningDataModule from ``data_cfg`` (a Hydra ``_target_`` spec, CIFAR-10 by default) with the model's
+    preprocessing (image_size, mean, std) filled in, so that training sees what extraction and attribution see."""
+    import hydra.utils
+
+    data = dict(data_cfg or {})
+    data.setdefault("_target_", "workbench.data.CIFAR10DataModule")
+    for key in ("image_size", "mean", "std"):
+        if key in (preprocess or {}):
+            data[key] = preprocess[key]
+    data.setdefault("seed", int(seed))
+    return hydra.utils.instantiate(data, _convert_="all")

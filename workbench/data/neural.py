@@ -81,6 +81,21 @@ def _cowley_v4(session: str = "201025", trials: bool = False) -> xr.DataArray:
                         name="mean_spike_count", attrs={"units": "spikes / 100 ms", "citation": COWLEY_CITATION})
 
 
+def _cowley_v4_session(session: str) -> Callable[..., xr.DataArray]:
+    def load(trials: bool = False) -> xr.DataArray:
+        return _cowley_v4(session, trials=trials)
+
+    load.__qualname__ = f"cowley_v4_{session}"
+    return load
+
+
+# One response set per session, named like the session's stimulus set: a stage that scores recordings names one
+# data set (``cowley_v4_201025``) and finds both its images (STIMULUS_SETS) and its responses (RESPONSES) by it.
+for _session in V4_SESSIONS:
+    RESPONSES.add(f"cowley_v4_{_session}", _cowley_v4_session(_session), citation=COWLEY_CITATION,
+                  description=f"macaque V4 session {_session}: spike counts (100 ms) to its natural images")
+
+
 def load_responses(name: str, **selection) -> xr.DataArray:
     """Neural responses of a registered dataset, e.g. ``load_responses("cowley2023_v4", session="201025")``."""
     return RESPONSES.get(name)(**selection)

@@ -1,8 +1,22 @@
-"""Features: layer activations of a model for a stimulus set (batched, cached, optionally projected)."""
+"""Features: layer activations of a model for a stimulus set (batched, cached, optionally projected).
 
-from workbench.features.extract import (Activations, extract_activations, load_run_activations, random_projection,
-                                        resolve_layers, run_activations_path, weights_hash)
-from workbench.features.preprocess import Preprocess
+The names below are imported on first use: validating a config imports ``workbench.features.config`` without
+pulling in torch."""
 
-__all__ = ["Activations", "Preprocess", "extract_activations", "load_run_activations", "random_projection",
-           "resolve_layers", "run_activations_path", "weights_hash"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Activations": "extract", "extract_activations": "extract",
+    "random_projection": "extract", "resolve_layers": "extract", "weights_hash": "extract",
+    "Preprocess": "preprocess",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'workbench.features' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"workbench.features.{_EXPORTS[name]}"), name)

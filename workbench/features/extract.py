@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -87,7 +87,8 @@ def weights_hash(model: nn.Module) -> str:
     parts = []
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
-        parts += [name, str(t.dtype), str(tuple(t.shape)), t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""]
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        parts += [name, str(t.dtype), str(tuple(t.shape)), data]
     return sha256_bytes(type(model).__name__, *parts)
 
 
@@ -110,16 +111,15 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
                         preprocess: Preprocess | dict | None = None, batch_size: int = 64,
                         device: str | torch.device | None = None, projection_dim: int | None = None,
                         projection_seed: int = 0, cache_dir: str | Path | None = None,
-                        progress: bool = True) -> Activations:
+                        progress: bool | Callable[[Iterable, str, int], Iterable] = True) -> Activations:
     """Activations of ``layers`` for every image of ``stimuli`` (a StimulusSet).
 
     Memory stays bounded for many stimuli: with ``projection_dim=k`` each layer wider than k units is multiplied,
     batch by batch, with a fixed random Gaussian matrix (seeded by ``projection_seed``), so only (n, k) is kept.
     With ``cache_dir``, each layer's result is stored under a key of (weights, images, ids, layer, preprocessing,
-    projection) and reused on a rerun.
+    projection) and reused on a rerun. ``progress``: a tqdm bar over the batches, or a function
+    ``(iterable, description, total) -> iterable`` that wraps them (a stage passes ``ctx.progress``).
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(preprocess, Preprocess):
         preprocess = Preprocess.from_config(preprocess)
     if batch_size < 1:
@@ -127,83 +127,84 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
     if projection_dim is not None and projection_dim < 1:
         raise ValueError(f"projection_dim must be a positive number of dimensions or None, got {projection_dim}")
     layers = resolve_layers(model, layers)
-    device = get_device(device)
-    cache_dir = Path(cache_dir) if cache_dir is not None else None
-
-    arrays: dict[str, np.ndarray] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    proj_info: dict[str, dict | None] = {}
-    keys = {}
+    projection = _Projection(projection_dim, projection_seed)
+    paths: dict[str, Path] = {}
+    done: dict[str, Activations] = {}
     if cache_dir is not None:
         model_hash = weights_hash(model)
         for layer in layers:
-            keys[layer] = _cache_key(model_hash, stimuli, layer, preprocess, projection_dim, projection_seed)
-            path = cache_dir / f"{keys[layer]}.npz"
-            if path.exists():
-                cached = Activations.load(path)
-                arrays[layer] = cached[layer]
-                shapes[layer] = cached.unit_shapes[layer]
-                proj_info[layer] = cached.projection[layer]
-    todo = [l for l in layers if l not in arrays]
-
+            key = _cache_key(model_hash, stimuli, layer, preprocess, projection_dim, projection_seed)
+            paths[layer] = Path(cache_dir) / f"{key}.npz"
+            if paths[layer].exists():
+                done[layer] = Activations.load(paths[layer])
+    todo = [layer for layer in layers if layer not in done]
     if todo:
-        named = dict(model.named_modules())
-        was_training = model.training
-        model.eval()
-        model.to(device)
-        captured: dict[str, torch.Tensor] = {}
-        hooks = [named[l].register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(l, o)) for l in todo]
-        chunks: dict[str, list[np.ndarray]] = {l: [] for l in todo}
-        projections: dict[str, torch.Tensor | None] = {}
-        try:
-            n = len(stimuli)
-            bar = tqdm(range(0, n, batch_size), desc=f"extract {getattr(stimuli, 'name', '')}", unit="batch",
-                       disable=not progress, leave=False)
-            for start in bar:
-                x = preprocess(stimuli.images[start:start + batch_size], device=device)
-                captured.clear()
-                model(x)
-                for l in todo:
-                    out = captured.get(l)
-                    if not isinstance(out, torch.Tensor):
-                        raise TypeError(f"layer {l!r} returned {type(out).__name__}, not a tensor; pick a module "
-                                        f"whose output is a single tensor")
-                    shapes.setdefault(l, tuple(out.shape[1:]))
-                    flat = out.reshape(out.shape[0], -1).float()
-                    if l not in projections:
-                        use = projection_dim is not None and flat.shape[1] > projection_dim
-                        projections[l] = (random_projection(flat.shape[1], projection_dim, projection_seed, device)
-                                          if use else None)
-                        proj_info[l] = ({"dim": projection_dim, "seed": projection_seed, "n_units": flat.shape[1]}
-                                        if use else None)
-                    if projections[l] is not None:
-                        flat = flat @ projections[l]
-                    chunks[l].append(flat.cpu().numpy().astype(np.float32))
-        finally:
-            for h in hooks:
-                h.remove()
-            model.train(was_training)
-        for l in todo:
-            arrays[l] = np.concatenate(chunks[l])
-            if not np.isfinite(arrays[l]).all():
-                raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations: check the model "
-                                         f"weights and the preprocessing")
+        fresh = _forward(model, stimuli, todo, preprocess, batch_size, get_device(device), projection, progress)
+        for layer in todo:
+            done[layer] = Activations({layer: fresh[layer]}, stimuli.stimulus_ids, {layer: fresh.unit_shapes[layer]},
+                                      {layer: fresh.projection[layer]})
             if cache_dir is not None:
-                Activations({l: arrays[l]}, stimuli.stimulus_ids, {l: shapes[l]}, {l: proj_info[l]}).save(
-                    cache_dir / f"{keys[l]}.npz")
-    return Activations({l: arrays[l] for l in layers}, stimuli.stimulus_ids, {l: shapes[l] for l in layers},
-                       {l: proj_info[l] for l in layers})
+                done[layer].save(paths[layer])
+    return Activations({layer: done[layer][layer] for layer in layers}, stimuli.stimulus_ids,
+                       {layer: done[layer].unit_shapes[layer] for layer in layers},
+                       {layer: done[layer].projection[layer] for layer in layers})
 
 
-def run_activations_path(run, stimulus_set: str) -> Path:
-    return run.cache / "activations" / f"{stimulus_set}.npz"
+class _Projection:
+    """Per layer: the random projection to ``dim`` dimensions when the layer is wider, else none."""
+
+    def __init__(self, dim: int | None, seed: int):
+        self.dim, self.seed = dim, seed
+        self.matrices: dict[str, torch.Tensor | None] = {}
+        self.info: dict[str, dict | None] = {}
+
+    def __call__(self, layer: str, flat: torch.Tensor) -> torch.Tensor:
+        if layer not in self.matrices:
+            use = self.dim is not None and flat.shape[1] > self.dim
+            self.matrices[layer] = random_projection(flat.shape[1], self.dim, self.seed, flat.device) if use else None
+            self.info[layer] = {"dim": self.dim, "seed": self.seed, "n_units": flat.shape[1]} if use else None
+        matrix = self.matrices[layer]
+        return flat if matrix is None else flat @ matrix
 
 
-def load_run_activations(run, stimulus_set: str) -> Activations:
-    """The activations the extract stage wrote for ``stimulus_set`` in this run."""
-    path = run_activations_path(run, stimulus_set)
-    if not path.exists():
-        have = sorted(p.stem for p in (run.cache / "activations").glob("*.npz"))
-        raise FileNotFoundError(f"no activations for stimulus set {stimulus_set!r} in {run.path}; extracted sets: "
-                                f"{have}. Add it to extract.stimulus_sets and rerun the extract stage.")
-    return Activations.load(path)
+def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess, batch_size: int,
+             device: torch.device, projection: _Projection, progress) -> Activations:
+    """One pass over the stimuli in batches, the outputs of ``layers`` captured by forward hooks."""
+    from tqdm.auto import tqdm
+
+    named = dict(model.named_modules())
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [named[l].register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(l, o)) for l in layers]
+    chunks: dict[str, list[np.ndarray]] = {l: [] for l in layers}
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        batches = range(0, len(stimuli), batch_size)
+        name = getattr(stimuli, "name", "")
+        bar = (progress(batches, name, len(batches)) if callable(progress) else
+               tqdm(batches, desc=f"extract {name}", unit="batch", disable=not progress, leave=False))
+        for start in bar:
+            x = preprocess(stimuli.images[start:start + batch_size], device=device)
+            captured.clear()
+            model(x)
+            for l in layers:
+                out = captured.get(l)
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(f"layer {l!r} returned {type(out).__name__}, not a tensor; pick a module "
+                                    f"whose output is a single tensor")
+                shapes.setdefault(l, tuple(out.shape[1:]))
+                flat = projection(l, out.reshape(out.shape[0], -1).float())
+                chunks[l].append(flat.cpu().numpy().astype(np.float32))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    arrays = {l: np.concatenate(chunks[l]) for l in layers}
+    for l, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations: check the model "
+                                     f"weights and the preprocessing")
+    return Activations(arrays, stimuli.stimulus_ids, shapes, {l: projection.info[l] for l in layers})
+

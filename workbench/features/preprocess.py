@@ -7,7 +7,6 @@ Preprocessing belongs to the model (a CIFAR model sees 32 px versions of the 92 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -1,40 +1,51 @@
-"""The extract stage: activations of the run's model for each configured stimulus set."""
+"""The extract stage: activations of the run's model for each configured stimulus set (``extract``, ExtractConfig)."""
 
 from __future__ import annotations
 
 import time
 
-from workbench.features.extract import extract_activations, run_activations_path
-from workbench.features.preprocess import Preprocess
+from workbench.config import ConfigError
 
 
-def extract_stage(run, cfg: dict) -> dict:
-    from workbench.data import load_stimuli
-    from workbench.pipeline import model_for_run
+def _check_stimulus_sets(names: list[str]) -> None:
+    """Every set is registered (before any extraction starts)."""
+    from workbench.data import STIMULUS_SETS
 
-    ex = cfg.get("extract", {})
-    model = model_for_run(run, cfg)
-    preprocess = Preprocess.from_config(cfg["model"].get("preprocess"))
-    section: dict = {"stimulus_sets": {}, "preprocess": preprocess.to_dict()}
-    for name in ex.get("stimulus_sets", ["kriegeskorte92"]):
-        path = run_activations_path(run, name)
+    for i, name in enumerate(names):
+        try:
+            STIMULUS_SETS.entry(name)
+        except KeyError as err:  # its message lists the registered sets and the nearest name
+            raise ConfigError(f"extract.stimulus_sets[{i}]: {err.args[0]}") from None
+
+
+def extract_stage(ctx) -> dict:
+    """Per stimulus set: the activations of every configured layer, written with ``ctx.run.save_activations`` (the
+    later stages read them with ``ctx.run.load_activations``)."""
+    from workbench.data import STIMULUS_SETS, load_stimuli
+    from workbench.features.extract import extract_activations
+
+    opts = ctx.config
+    _check_stimulus_sets(opts.stimulus_sets)
+    model = ctx.model()
+    section: dict = {"stimulus_sets": {}, "preprocess": ctx.preprocess.to_dict()}
+    work_dir = ctx.run.activations_work_dir
+    for name in opts.stimulus_sets:
         stimuli = load_stimuli(name)
         start = time.perf_counter()
-        keyed = run.cache / "activations" / "keyed"
-        # a keyed cache inside the run: a rerun after a crash reuses the layers already extracted
-        acts = extract_activations(model, stimuli, ex.get("layers"), preprocess=preprocess,
-                                   batch_size=ex.get("batch_size", 64), device=cfg.get("device"),
-                                   projection_dim=ex.get("projection_dim"), projection_seed=cfg.get("seed", 0),
-                                   cache_dir=keyed)
-        acts.save(path)
-        for leftover in keyed.glob("*.npz"):  # the per-layer pieces are now in the set's file
+        # per-layer pieces in the run's work folder: a rerun after a crash reuses the layers already extracted
+        acts = extract_activations(model, stimuli, opts.layers, preprocess=ctx.preprocess,
+                                   batch_size=opts.batch_size, device=ctx.device, projection_dim=opts.projection_dim,
+                                   projection_seed=ctx.seed, cache_dir=work_dir, progress=ctx.progress)
+        ctx.run.save_activations(name, acts)
+        for leftover in work_dir.glob("*.npz"):  # the per-layer pieces are now in the set's file
             leftover.unlink()
+        ctx.cite(STIMULUS_SETS, name)
         section["stimulus_sets"][name] = {
             "n_stimuli": len(stimuli),
-            "layers": {l: {"unit_shape": list(acts.unit_shapes[l]), "n_features": int(acts[l].shape[1]),
-                           "projection": acts.projection[l]} for l in acts},
+            "layers": {layer: {"unit_shape": list(acts.unit_shapes[layer]), "n_features": int(acts[layer].shape[1]),
+                               "projection": acts.projection[layer]} for layer in acts},
             "seconds": round(time.perf_counter() - start, 2),
-            "citation": stimuli.citation,
+            "citation": STIMULUS_SETS.citation(name),
         }
-    section["references"] = sorted({s["citation"] for s in section["stimulus_sets"].values() if s["citation"]})
+    section["headline"] = []  # nothing to summarise: the activations feed the stages after it
     return section

@@ -15,7 +15,7 @@ Both report percentile bootstrap intervals over stimuli (resampled within class,
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -91,9 +91,6 @@ def interventional_alignment(sel_responses: Any, sel_labels: Any, sites: Sequenc
     ``score_above_mismatched`` = score minus the mean r with other sites' deficits, a permutation p-value of the
     latter (site pairing shuffled), and bootstrap intervals over both image splits.
     """
-    from workbench.intervention.effects import class_deficits
-    from workbench.intervention.selection import category_dprime
-
     x = np.asarray(sel_responses, dtype=np.float64)
     sel_labels = np.asarray(sel_labels)
     eval_labels = np.asarray(eval_labels)
@@ -102,38 +99,76 @@ def interventional_alignment(sel_responses: Any, sel_labels: Any, sites: Sequenc
         raise ValueError(f"lesion_correct must be (n_sites={len(sites)}, n_eval_images), got {lesion_correct.shape}")
     if len(sites) < 2:
         raise ValueError("interventional alignment needs at least 2 lesion sites")
-    # Only the units inside some site matter: keep those columns (much less work per bootstrap sample).
-    site_idx = [np.asarray(s.units if hasattr(s, "units") else s, dtype=np.int64) for s in sites]
-    used = np.unique(np.concatenate(site_idx))
-    remap = {u: i for i, u in enumerate(used)}
-    local_sites = [np.array([remap[u] for u in idx]) for idx in site_idx]
-    x_used = x[:, used]
-
-    def labels_matrix(lab):
-        return lab[:, None] == np.arange(n_classes)[None, :]
-
-    def statistic(sel_index=None, eval_index=None):
-        xs, ls = (x_used, sel_labels) if sel_index is None else (x_used[sel_index], sel_labels[sel_index])
-        dprime = category_dprime(xs, labels_matrix(ls))
-        s_prof = site_profiles(dprime, local_sites)
-        d_prof = class_deficits(clean_correct, lesion_correct, eval_labels, n_classes, eval_index)
-        return s_prof, d_prof
-
+    statistic = _SiteProfiles(x, sel_labels, sites, clean_correct, lesion_correct, eval_labels, n_classes)
     s_prof, d_prof = statistic()
     corr = profile_correlations(s_prof, d_prof)
     score = corr["mean_matched"]
     above = score - corr["mean_mismatched"]
 
-    rng = np.random.default_rng(seed)
-    # Permutation null: pair each site's selectivity with another site's deficits (the deficits are fixed).
-    null = np.empty(n_permutations)
-    n_sites = len(sites)
-    for p in range(n_permutations):
-        perm = rng.permutation(n_sites)
-        c = profile_correlations(s_prof, d_prof[perm])
-        null[p] = c["mean_matched"] - c["mean_mismatched"]
+    rng = np.random.default_rng(seed)  # one stream: the permutations first, then the bootstrap resamples
+    null = _permutation_null(s_prof, d_prof, n_permutations, rng)
     p_value = float((1 + np.sum(null >= above)) / (1 + n_permutations)) if np.isfinite(above) else float("nan")
+    boot_score, boot_above = _bootstrap_scores(statistic, sel_labels, eval_labels, n_bootstrap, rng, progress)
+    return {
+        "score": score,
+        "score_ci": percentile_ci(boot_score, level),
+        "score_above_mismatched": above,
+        "score_above_mismatched_ci": percentile_ci(boot_above, level),
+        "mean_mismatched_r": corr["mean_mismatched"],
+        "permutation_p": p_value,
+        "n_sites": len(sites),
+        "n_categories": n_classes,
+        "per_site_r": corr["matched"].tolist(),
+        "selectivity_profiles": s_prof.tolist(),
+        "deficit_profiles": d_prof.tolist(),
+        "n_bootstrap": n_bootstrap,
+        "n_permutations": n_permutations,
+        "ci_level": level,
+    }
 
+
+class _SiteProfiles:
+    """(selectivity profiles, deficit profiles) of the sites, on all images or on a resample of each split."""
+
+    def __init__(self, x: np.ndarray, sel_labels: np.ndarray, sites: Sequence[Any], clean_correct: Any,
+                 lesion_correct: np.ndarray, eval_labels: np.ndarray, n_classes: int):
+        # Only the units inside some site matter: keep those columns (much less work per bootstrap sample).
+        site_idx = [np.asarray(s.units if hasattr(s, "units") else s, dtype=np.int64) for s in sites]
+        used = np.unique(np.concatenate(site_idx))
+        remap = {u: i for i, u in enumerate(used)}
+        self.local_sites = [np.array([remap[u] for u in idx]) for idx in site_idx]
+        self.x_used = x[:, used]
+        self.sel_labels, self.eval_labels, self.n_classes = sel_labels, eval_labels, n_classes
+        self.clean_correct, self.lesion_correct = clean_correct, lesion_correct
+
+    def __call__(self, sel_index: np.ndarray | None = None,
+                 eval_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        from workbench.intervention.effects import class_deficits
+        from workbench.intervention.selection import category_dprime
+
+        xs, ls = self.x_used, self.sel_labels
+        if sel_index is not None:
+            xs, ls = xs[sel_index], ls[sel_index]
+        dprime = category_dprime(xs, ls[:, None] == np.arange(self.n_classes)[None, :])
+        s_prof = site_profiles(dprime, self.local_sites)
+        d_prof = class_deficits(self.clean_correct, self.lesion_correct, self.eval_labels, self.n_classes,
+                                eval_index)
+        return s_prof, d_prof
+
+
+def _permutation_null(s_prof: np.ndarray, d_prof: np.ndarray, n_permutations: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Matched-minus-mismatched r with each site's selectivity paired with another site's deficits."""
+    null = np.empty(n_permutations)
+    for p in range(n_permutations):
+        c = profile_correlations(s_prof, d_prof[rng.permutation(len(s_prof))])
+        null[p] = c["mean_matched"] - c["mean_mismatched"]
+    return null
+
+
+def _bootstrap_scores(statistic: _SiteProfiles, sel_labels: np.ndarray, eval_labels: np.ndarray, n_bootstrap: int,
+                      rng: np.random.Generator, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Score and score above mismatched on resamples of both image splits (within class)."""
     boot_score = np.full(n_bootstrap, np.nan)
     boot_above = np.full(n_bootstrap, np.nan)
     sel_boot = stratified_bootstrap_indices(sel_labels, n_bootstrap, rng)
@@ -144,27 +179,10 @@ def interventional_alignment(sel_responses: Any, sel_labels: Any, sites: Sequenc
 
         iterator = tqdm(iterator, desc="bootstrap interventional alignment", leave=False)
     for b in iterator:
-        sp, dp = statistic(sel_boot[b], eval_boot[b])
-        c = profile_correlations(sp, dp)
+        c = profile_correlations(*statistic(sel_boot[b], eval_boot[b]))
         boot_score[b] = c["mean_matched"]
         boot_above[b] = c["mean_matched"] - c["mean_mismatched"]
-
-    return {
-        "score": score,
-        "score_ci": percentile_ci(boot_score, level),
-        "score_above_mismatched": above,
-        "score_above_mismatched_ci": percentile_ci(boot_above, level),
-        "mean_mismatched_r": corr["mean_mismatched"],
-        "permutation_p": p_value,
-        "n_sites": n_sites,
-        "n_categories": n_classes,
-        "per_site_r": corr["matched"].tolist(),
-        "selectivity_profiles": s_prof.tolist(),
-        "deficit_profiles": d_prof.tolist(),
-        "n_bootstrap": n_bootstrap,
-        "n_permutations": n_permutations,
-        "ci_level": level,
-    }
+    return boot_score, boot_above
 
 
 def lesion_specificity(damage_selective: Any, damage_random: Any, target: Any, strata: Any = None,

@@ -1,5 +1,17 @@
 """Which units to lesion: selectivity-ranked sets, cortical disks, and their size-matched random controls.
 
+``SELECTIONS`` is the registry of lesion selections the intervene stage runs: selective ones (``top_k``,
+``disk_peak``), each naming the size-matched control it is compared with (``random``, ``random_disk``). ``SITES``
+holds the ways of tiling a layer into lesion sites for interventional alignment (``disk``, ``top_k``). A new
+selection is one class in one module (see CONTRIBUTING.md, "Adding a lesion selection"):
+
+    @SELECTIONS.register("least_selective", citation="...", description="...")
+    class LeastSelective(SelectiveLesion):
+        control = "random"
+
+        def choose(self, layer, size, selectivity, label):
+            return Selection(np.argsort(selectivity)[:resolve_size(size, layer.n_units)], layer.n_units, ...)
+
 All selections are built from plain arrays, so they work for any model:
 
     selectivity (n_units,)   e.g. a category d' map from the 92 images, flattened in (C, H, W) order
@@ -15,13 +27,17 @@ topographic, ranked and random lesions of one size remove exactly the same numbe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
+
+from workbench.registry import Registry
 
 __all__ = [
     "Selection", "resolve_size", "category_dprime", "top_k_selective", "smooth_on_sheet", "selectivity_peak",
     "disk", "disk_around_peak", "random_units", "random_disk", "size_sweep", "sheet_positions",
+    "stratified_halves", "farthest_point_centers", "LesionLayer", "SelectiveLesion", "ControlLesion", "LesionSites",
+    "SELECTIONS", "SITES", "site_choice",
 ]
 
 
@@ -316,3 +332,177 @@ def size_sweep(make_selection: Callable[[int | float], Selection],
     if any(b <= a for a, b in zip(counts, counts[1:])):
         raise ValueError(f"lesion sizes must grow strictly along the sweep, got unit counts {counts}")
     return out
+
+
+# -- splits and site centres ----------------------------------------------------------------------------------------
+
+def stratified_halves(labels: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint sorted index sets, each holding (about) half of every class (the first gets the odd one).
+
+    One half measures selectivity (which units a lesion takes), the other the lesion's effect, so an effect is never
+    measured on the images that chose the units."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        cut = (members.size + 1) // 2
+        first.append(members[:cut])
+        second.append(members[cut:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+def farthest_point_centers(positions: Any, n: int, seed: int) -> np.ndarray:
+    """n sheet positions spread evenly: greedy farthest-point sampling from a seeded random start."""
+    positions = _check_positions(positions)
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.integers(len(positions)))]
+    dist = np.linalg.norm(positions - positions[chosen[0]], axis=1)
+    for _ in range(1, min(n, len(positions))):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(positions - positions[nxt], axis=1))
+    return positions[chosen]
+
+
+# -- the registry of lesion selections ------------------------------------------------------------------------------
+
+BLAUCH2022 = ("Blauch, N. M., Behrmann, M., & Plaut, D. C. (2022). A connectivity-constrained computational account "
+              "of topographic organization in primate high-level visual cortex. PNAS, 119(3), e2112566119.")
+AFRAZ2015 = ("Afraz, A., Boyden, E. S., & DiCarlo, J. J. (2015). Optogenetic and pharmacological suppression of "
+             "spatial clusters of face neurons reveal their causal role in face gender discrimination. PNAS, 112(21), "
+             "6730-6735.")
+SADAGOPAN2017 = ("Sadagopan, S., Zarco, W., & Freiwald, W. A. (2017). A causal relationship between face-patch "
+                 "activity and face-detection behavior. eLife, 6, e18558.")
+RAJALINGHAM2019 = ("Rajalingham, R., & DiCarlo, J. J. (2019). Reversible inactivation of different millimeter-scale "
+                   "regions of primate IT results in different patterns of core object recognition deficits. Neuron, "
+                   "102(2), 493-505.")
+
+
+@dataclass(frozen=True, eq=False)
+class LesionLayer:
+    """The layer a lesion study removes units from, as a selection sees it."""
+
+    name: str
+    unit_shape: tuple[int, ...]
+    positions: np.ndarray | None = None    # (n_units, 2) cortical-sheet positions; None: the layer has no sheet
+    smoothing_sigma: float | None = None   # sheet units: smoothing of a selectivity map before picking its peak
+
+    @property
+    def n_units(self) -> int:
+        return int(np.prod(self.unit_shape))
+
+    @property
+    def has_sheet(self) -> bool:
+        return self.positions is not None
+
+
+class SelectiveLesion:
+    """A lesion chosen by a category's selectivity map; compared with the size-matched control named by
+    ``control`` (a registered ``ControlLesion``)."""
+
+    control: ClassVar[str] = "random"
+    needs_sheet: ClassVar[bool] = False    # not run on a layer without a cortical sheet
+
+    def choose(self, layer: LesionLayer, size: int | float, selectivity: np.ndarray, label: str) -> Selection:
+        """``size`` (a count, or a fraction of the layer) units of ``layer`` for category ``label``."""
+        raise NotImplementedError
+
+
+class ControlLesion:
+    """A size-matched control lesion: ``n_random`` seeded draws per lesion size."""
+
+    needs_sheet: ClassVar[bool] = False
+    # added to every draw's seed, so that two controls never share their random draws
+    seed_offset: ClassVar[int] = 0
+
+    def choose(self, layer: LesionLayer, size: int | float, seed: int) -> Selection:
+        raise NotImplementedError
+
+
+SELECTIONS: Registry[type] = Registry("lesion selection")
+
+
+@SELECTIONS.register("top_k", citation=BLAUCH2022,
+                     description="the most selective units, wherever they lie (ITN's metric-ordered lesion)")
+class TopK(SelectiveLesion):
+    control = "random"
+
+    def choose(self, layer, size, selectivity, label):
+        return top_k_selective(selectivity, size, layer=layer.name, label=label, unit_shape=layer.unit_shape)
+
+
+@SELECTIONS.register("disk_peak", citation=(BLAUCH2022, AFRAZ2015, SADAGOPAN2017),
+                     description="the disk of the cortical sheet around the selectivity peak (ITN's topographic "
+                                 "lesion; the model's counterpart of silencing a face patch)")
+class DiskPeak(SelectiveLesion):
+    control = "random_disk"
+    needs_sheet = True
+
+    def choose(self, layer, size, selectivity, label):
+        return disk_around_peak(selectivity, layer.positions, size=size, smoothing_sigma=layer.smoothing_sigma,
+                                layer=layer.name, label=label, unit_shape=layer.unit_shape)
+
+
+@SELECTIONS.register("random", citation=BLAUCH2022, description="units drawn uniformly (size-matched control)")
+class RandomUnits(ControlLesion):
+    seed_offset = 0
+
+    def choose(self, layer, size, seed):
+        return random_units(layer.n_units, size, seed=seed, layer=layer.name, unit_shape=layer.unit_shape)
+
+
+@SELECTIONS.register("random_disk", citation=BLAUCH2022,
+                     description="a disk of the same size around a random unit's sheet position (size-matched "
+                                 "structured control)")
+class RandomDisk(ControlLesion):
+    needs_sheet = True
+    seed_offset = 500
+
+    def choose(self, layer, size, seed):
+        return random_disk(layer.positions, size=size, seed=seed, layer=layer.name, unit_shape=layer.unit_shape)
+
+
+# -- lesion sites for interventional alignment ----------------------------------------------------------------------
+
+class LesionSites:
+    """Lesion sites of one layer, each compared by its selectivity profile across classes with its deficits."""
+
+    needs_sheet: ClassVar[bool] = False
+
+    def choose(self, layer: LesionLayer, size: int | float, class_selectivity: np.ndarray,
+               class_names: Sequence[str], n_sites: int, seed: int) -> list[Selection]:
+        raise NotImplementedError
+
+
+SITES: Registry[type] = Registry("lesion site choice")
+
+
+@SITES.register("disk", citation=RAJALINGHAM2019,
+                description="n_sites disks tiling the cortical sheet (farthest-point centres), like the "
+                            "millimetre-scale IT inactivation sites")
+class DiskSites(LesionSites):
+    needs_sheet = True
+
+    def choose(self, layer, size, class_selectivity, class_names, n_sites, seed):
+        centers = farthest_point_centers(layer.positions, n_sites, seed)
+        return [disk(layer.positions, c, size=size, layer=layer.name, kind="site", unit_shape=layer.unit_shape)
+                for c in centers]
+
+
+@SITES.register("top_k", citation=RAJALINGHAM2019,
+                description="per class, its most selective units (for layers without a cortical sheet)")
+class TopKSites(LesionSites):
+    def choose(self, layer, size, class_selectivity, class_names, n_sites, seed):
+        return [top_k_selective(class_selectivity[k], size, layer=layer.name, label=class_names[k],
+                                unit_shape=layer.unit_shape) for k in range(len(class_names))]
+
+
+def site_choice(site_kind: str, layer: LesionLayer) -> str:
+    """The SITES name for ``site_kind`` on ``layer``: ``auto`` is disk with a cortical sheet, else top_k."""
+    if site_kind == "auto":
+        return "disk" if layer.has_sheet else "top_k"
+    if SITES.get(site_kind).needs_sheet and not layer.has_sheet:
+        raise ValueError(f"intervene.site_kind={site_kind} needs a cortical sheet for {layer.name}; set "
+                         "default_sheet: true or site_kind: top_k")
+    return site_kind

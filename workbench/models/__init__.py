@@ -5,6 +5,7 @@
     layer_unit_shapes(model, image_size) -> {layer: (C, H, W) or (n,)}
     build_sheets(model, model_cfg) -> {layer: CorticalSheet}
     save_checkpoint(path, model, model_cfg, sheets) / load_checkpoint(path) -> model (with .cortical_sheets)
+    validate_model_config(cfg["model"])          # names, builder options, and the schemas of workbench.models.config
 
 A user adds a model without editing the package::
 
@@ -111,6 +112,41 @@ def build_model(model_cfg: dict) -> nn.Module:
     return model
 
 
+def validate_model_config(model_cfg: Any) -> dict[str, Any]:
+    """``cfg["model"]`` checked before any work: a registered name, only options its builder takes (plus the shared
+    keys), and the sub-sections against their schemas (``workbench.models.config``): model.preprocess,
+    model.optimizer, model.topography (with each loss's options checked by the loss's own signature). Errors name
+    the key and the nearest valid one. Returns it as a plain dict (as given: defaults are filled where used)."""
+    from workbench.config import ConfigError, parse
+    from workbench.models.config import OptimizerConfig, PreprocessConfig, parse_model_topography
+    from workbench.registry import nearest
+    from workbench.training.losses import LOSSES
+
+    if not hasattr(model_cfg, "keys"):
+        raise ConfigError(f"model should be a mapping (configs/model/*.yaml), got {type(model_cfg).__name__}")
+    model_cfg = _plain(model_cfg)
+    if "name" not in model_cfg:
+        raise ConfigError(f"model config needs a 'name'; registered models are: {', '.join(MODELS.names())}")
+    try:
+        builder = MODELS.get(model_cfg["name"])
+    except KeyError as err:
+        raise ConfigError(f"model.name: {err.args[0]}") from None
+    params = inspect.signature(builder).parameters
+    for key in model_cfg:
+        if key not in params and key not in _SHARED_KEYS:
+            options = sorted(set(params) | _SHARED_KEYS)
+            raise ConfigError(f"model {model_cfg['name']!r} takes no option {key!r}{nearest(key, options)}; its "
+                              f"options are {options}")
+    num_classes = model_cfg.get("num_classes")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ConfigError(f"model.num_classes must be a positive integer, got {num_classes!r}")
+    parse(PreprocessConfig, model_cfg.get("preprocess"), "model.preprocess")
+    parse(OptimizerConfig, model_cfg.get("optimizer"), "model.optimizer")
+    parse_model_topography(model_cfg.get("topography"), LOSSES)
+    return model_cfg
+
+
 def layer_names(model: nn.Module) -> list[str]:
     """The layer names that extraction, topography and lesions accept for this model (forward order)."""
     names = getattr(model, "workbench_layers", None)
@@ -159,15 +195,12 @@ def layer_unit_shapes(model: nn.Module, image_size: int = 32, layers: list[str] 
 
 
 def sheet_config(model_cfg: dict, layer: str) -> dict[str, Any]:
-    """The sheet options for one layer: topography.sheet, overridden by topography.sheet_per_layer[layer]."""
-    topo = model_cfg.get("topography") or {}
-    base = dict(topo.get("sheet") or {})
-    base.update((topo.get("sheet_per_layer") or {}).get(layer, {}) or {})
-    allowed = {"size_mm", "grid", "jitter", "seed", "shuffle_channels"}
-    extra = set(base) - allowed
-    if extra:
-        raise ValueError(f"unknown sheet option(s) {sorted(extra)} for layer {layer!r}; allowed: {sorted(allowed)}")
-    return base
+    """The sheet options for one layer: topography.sheet, overridden by topography.sheet_per_layer[layer]
+    (``workbench.models.config.SheetConfig``, whose defaults fill the rest)."""
+    from workbench.config import to_dict
+    from workbench.models.config import parse_sheet
+
+    return to_dict(parse_sheet(model_cfg.get("topography"), layer))
 
 
 def topography_layers(model_cfg: dict) -> list[str]:

@@ -266,6 +266,11 @@ def humanize(name: str) -> str:
     return text[:1].upper() + text[1:] if text else name
 
 
+def detail_name(name: str) -> str:
+    """'noise_ceiling' -> 'noise ceiling', 'ci' -> 'CI': the name of a detail under a summary card, mid-sentence."""
+    return " ".join(_TOKENS.get(w.lower(), w) for w in re.split(r"[_\s]+", str(name)) if w)
+
+
 def figure_html(path: Path, caption: str, wide: bool | None = None) -> str:
     """A figure card with the image embedded as a data URI (wide figures span the grid's full width)."""
     data = path.read_bytes()
@@ -323,6 +328,7 @@ h4.tabletitle{font-size:.95rem;margin:1rem 0 .35rem;font-weight:600}
 padding:.9rem 1.1rem}
 .card .label{font-size:.86rem;font-weight:600;letter-spacing:.01em;color:var(--muted)}
 .card .value{font-size:2rem;font-weight:650;line-height:1.2;margin:.15rem 0}
+.card .value .unit{font-size:.85rem;font-weight:400;color:var(--muted);margin-left:.4rem}
 .card .detail{font-size:.85rem;color:var(--muted)}
 .card .key{font-size:.72rem;color:#8a95a5;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .provgrid{display:flex;flex-wrap:wrap;gap:0 2.5rem;align-items:flex-start}
@@ -364,15 +370,16 @@ header.top{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-def summary_cards(cards: Sequence[tuple[str, str, str, str]]) -> str:
-    """(label, value, detail, source key) cards for the headline numbers."""
+def summary_cards(cards: Sequence[tuple[str, str, str, str, str]]) -> str:
+    """(label, value, unit, detail, source key) cards for the headline numbers."""
     if not cards:
         return ""
     items = "".join(
-        f'<div class="card"><div class="label">{esc(label)}</div><div class="value num">{esc(value)}</div>'
+        f'<div class="card"><div class="label">{esc(label)}</div><div class="value num">{esc(value)}'
+        + (f'<span class="unit">{esc(unit)}</span>' if unit else "") + "</div>"
         + (f'<div class="detail">{esc(detail)}</div>' if detail else "")
         + (f'<div class="key" title="{esc(key)}"><code>{esc(key)}</code></div>' if key else "") + "</div>"
-        for label, value, detail, key in cards
+        for label, value, unit, detail, key in cards
     )
     return f'<div class="summary" id="summary">{items}</div>'
 

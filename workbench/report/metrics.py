@@ -1,24 +1,26 @@
-"""Reading metrics.json for reports: flattening, numeric leaves, headline numbers, references.
+"""Reading metrics.json for reports: flattening, numeric leaves, headline cards, references.
 
-Nothing here knows a stage's exact schema: a report must keep working when a stage adds or renames a metric, so
-headline numbers are found by glob patterns over flattened keys (first pattern that matches wins), and a stage may
-also name its own headline numbers under a ``headline`` key of its section:
+Nothing here knows a stage's metric names. Each stage section carries what the report shows about it:
 
-    metrics["align"]["headline"] = {"hIT RSA (best layer)": 0.21,
-                                    "V4 predictivity": {"value": 0.43, "detail": "ceiled, layer conv3"}}
+    metrics["align"]["headline"] = [{"name": "best_hIT", "value": 0.21, "label": "hIT RSA (best layer)",
+                                     "key": "align.rsa.hIT.scores.conv3.score", "unit": "Spearman r",
+                                     "details": {"layer": "conv3"}}, ...]     # StageContext.headline
+    metrics["align"]["references"] = ["Nili, H. et al. (2014) ...", ...]      # StageContext.cite
+
+``key`` is the dotted metrics.json path of ``value``, so a card names where its number lives.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import math
-import re
+import difflib
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-# The order stages run in and are shown in; stages not listed here are shown after these, in metrics.json order.
-STAGE_ORDER = ("train", "topography", "extract", "align", "attribute", "intervene")
+from workbench.config import ConfigError, parse
+from workbench.report.config import HeadlineCard
+from workbench.run import get_metric
+from workbench.stages import stage_order
 
 # Keys of a stage section that are about the report itself rather than results, so tables leave them out.
 META_KEYS = ("references", "headline", "captions")
@@ -82,7 +84,9 @@ def numeric_leaves(metrics: Mapping[str, Any], skip_stages: Iterable[str] = ("re
     for stage, section in metrics.items():
         if stage in set(skip_stages):
             continue
-        for key, value in flatten(section, stage, skip=("references", "captions"), expand_lists=True):
+        if not isinstance(section, Mapping):
+            continue
+        for key, value in flatten(section, stage, skip=META_KEYS, expand_lists=True):
             if isinstance(value, tuple):  # an interval kept whole by flatten
                 out[f"{key}.lo"], out[f"{key}.hi"] = value
             elif isinstance(value, bool):
@@ -92,198 +96,141 @@ def numeric_leaves(metrics: Mapping[str, Any], skip_stages: Iterable[str] = ("re
     return out
 
 
-# -- headline numbers ------------------------------------------------------------------------------------------------
-
-@dataclass
-class HeadlineSpec:
-    """One card of the summary box: the first numeric leaf whose dotted key matches one of `keys` (glob, case-
-    insensitive, tried in order); `details` are shown under the number (label -> patterns), `percent` renders a
-    fraction in [0, 1] as a percentage."""
-
-    label: str
-    keys: list[str]
-    details: dict[str, list[str]] = field(default_factory=dict)
-    percent: bool = False
-    # used when no pattern matches: flat (key, value) pairs -> (key, value, details) or None
-    resolve: Callable[[list[tuple[str, Any]]], tuple[str, Any, dict[str, Any]] | None] | None = None
-
-    @classmethod
-    def from_config(cls, item: Mapping[str, Any]) -> "HeadlineSpec":
-        if "label" not in item or "keys" not in item:
-            raise ValueError(
-                f"report.headline entries need 'label' and 'keys' (list of glob patterns over dotted metric keys, "
-                f"e.g. 'train.test_acc*'); got {dict(item)!r}"
-            )
-        keys = [item["keys"]] if isinstance(item["keys"], str) else list(item["keys"])
-        details = {str(k): ([v] if isinstance(v, str) else list(v)) for k, v in (item.get("details") or {}).items()}
-        return cls(str(item["label"]), keys, details, bool(item.get("percent", False)))
+def ordered_stages(metrics: Mapping[str, Any]) -> list[str]:
+    """Stage sections of metrics.json in pipeline order (``workbench.stages.stage_order``); sections of stages not
+    registered in this process (a plugin not imported) after them, in file order. The report's own section is left
+    out: it says where the report is, nothing about the run."""
+    present = [s for s in metrics if isinstance(metrics[s], Mapping) and s != "report"]
+    known = [s for s in stage_order() if s in present]
+    return known + [s for s in present if s not in known]
 
 
-def _v4_ceiled_best_layer(flat: list[tuple[str, Any]]) -> tuple[str, Any, dict[str, Any]] | None:
-    """The ceiled V4 score of the best layer of the first regression session: align.regression.<session>.best_layer
-    names the layer, align.regression.<session>.layers.<layer>.<...>_over_c_median holds its ceiled score."""
-    values = dict(flat)
-    for key, layer in flat:
-        m = re.fullmatch(r"(align\.regression\.([^.]+))\.best_layer", key)
-        if not m or not isinstance(layer, str):
-            continue
-        prefix = f"{m.group(1)}.layers.{layer}."
-        for name in ("r2_over_c_median", "r_over_c_sq_median"):  # r^2/c (Brain-Score) first
-            value = values.get(prefix + name)
-            if is_number(value) and math.isfinite(value):
-                details = {"layer": layer, "session": m.group(2)}
-                if is_number(values.get(prefix + "median_r")):
-                    details["raw median r"] = values[prefix + "median_r"]
-                return prefix + name, value, details
-    return None
+# -- metric keys -----------------------------------------------------------------------------------------------------
+
+def metric_paths(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Every dotted path of metrics.json (inner sections as well as leaves) -> its value; a stage's headline,
+    references and captions are about the report, not results, and are left out."""
+    paths: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str, depth: int) -> None:
+        paths[prefix] = node
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if depth == 1 and key in META_KEYS:
+                    continue
+                walk(value, f"{prefix}.{key}", depth + 1)
+
+    for stage, section in metrics.items():
+        walk(section, str(stage), 1)
+    return paths
 
 
-def _rsa_spec(region: str) -> HeadlineSpec:
-    r = region.lower()
-    return HeadlineSpec(
-        f"{region} RSA (best layer)",
-        [f"align.summary.best_{r}_score", f"align.*{r}*best*score*", f"align.*best*{r}*score*",
-         f"align.*{r}*best*rho*", f"align.*best*{r}*"],
-        details={"layer": [f"align.summary.best_{r}_layer", f"align.*{r}*best*layer*", f"align.*best*{r}*layer*"],
-                 "noise ceiling": [f"align.summary.{r}_noise_ceiling", f"align.*{r}*noise_ceiling*",
-                                   f"align.*{r}*ceiling*"]})
+def nearest_key(key: str, paths: Iterable[str]) -> str | None:
+    """The dotted key most like ``key`` (a typo, a renamed metric), or None if nothing is close."""
+    close = difflib.get_close_matches(key, list(paths), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
-# Patterns for what stages are expected to report; a miss only leaves a card out.
-DEFAULT_HEADLINES: list[HeadlineSpec] = [
-    HeadlineSpec("Test accuracy", ["train.test_acc*", "train.test.acc*", "train.*test*acc*", "train.*val*acc*"],
-                 percent=True),
-    _rsa_spec("hIT"),
-    _rsa_spec("mIT"),
-    HeadlineSpec("V4 predictivity (ceiled)",
-                 ["align.summary.best_v4*ceiled*", "align.*v4*best*ceiled*", "align.*best*v4*ceiled*"],
-                 details={"layer": ["align.*v4*best*layer*", "align.*best*v4*layer*"]},
-                 resolve=_v4_ceiled_best_layer),
-    HeadlineSpec("V4 predictivity (median r)", ["align.summary.best_v4_*_median_r", "align.*best*v4*median_r"],
-                 details={"layer": ["align.summary.best_v4_*_layer"]}),
-    HeadlineSpec("Interventional alignment",
-                 ["intervene.*interventional*alignment*", "intervene.*alignment*score*", "intervene.*score"]),
-    HeadlineSpec("Topographic smoothness",
-                 ["topography.summary.*smoothness*", "topography.*smoothness*mean*", "topography.*smoothness*"]),
-]
+def resolve_key(metrics: Mapping[str, Any], key: str, where: str) -> Any:
+    """The value at dotted ``key`` (``workbench.run.get_metric``); a key that is not there is a ConfigError naming
+    ``where`` and the nearest full key that is."""
+    try:
+        return get_metric(metrics, key)
+    except KeyError as err:
+        close = nearest_key(key, metric_paths(metrics))
+        raise ConfigError(f"{where}: metrics.json has no key {key!r}" + (f" (did you mean {close!r}?)" if close else "")
+                          + f"; {err.args[0]}") from None
 
 
-@dataclass
-class Headline:
+# -- headline cards --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Card:
+    """One number of the summary box. ``source`` is ``<stage>.<name>`` for a stage's own headline, "" for a card
+    the report config asked for by key."""
+
     label: str
     value: Any
     key: str
-    details: dict[str, Any] = field(default_factory=dict)
+    unit: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
     percent: bool = False
+    source: str = ""
 
 
-def _match(flat: list[tuple[str, Any]], patterns: list[str], want_number: bool) -> tuple[str, Any] | None:
-    for pattern in patterns:
-        pattern = pattern.lower()
-        for key, value in flat:
-            if not fnmatch.fnmatchcase(key.lower(), pattern):
-                continue
-            if value is None or (want_number and not (is_number(value) and math.isfinite(value))):
-                continue
-            return key, value
-    return None
+HEADLINE_FIELDS = ("name", "value", "label", "key")
+HEADLINE_HELP = ("each entry of a stage's headline is a {name, value, label, key[, unit, details, percent]} mapping "
+                 "(StageContext.headline); rerun the stage to rewrite it")
 
 
-def find_headlines(metrics: Mapping[str, Any], specs: Iterable[HeadlineSpec] | None = None) -> list[Headline]:
-    """Headline numbers for the summary box: stages' own ``headline`` entries first, then the first match of each
-    spec (a spec whose label a stage already gave is not repeated)."""
-    specs = DEFAULT_HEADLINES if specs is None else list(specs)
-    found: list[Headline] = []
-    for stage, section in metrics.items():
-        if not isinstance(section, Mapping) or not isinstance(section.get("headline"), Mapping):
+def stage_headlines(metrics: Mapping[str, Any]) -> list[Card]:
+    """Every headline the stages wrote, in pipeline order and, within a stage, in the stage's order."""
+    cards = []
+    for stage in ordered_stages(metrics):
+        entries = metrics[stage].get("headline")
+        if entries is None:
             continue
-        for label, entry in section["headline"].items():
-            if isinstance(entry, Mapping):
-                found.append(Headline(str(label), entry.get("value"), f"{stage}.headline.{label}.value",
-                                      {"": entry["detail"]} if "detail" in entry else
-                                      dict(entry.get("details") or {}), bool(entry.get("percent", False))))
-            else:
-                found.append(Headline(str(label), entry, f"{stage}.headline.{label}"))
-    flat = [(k, v) for stage, section in metrics.items() if stage != "report"
-            for k, v in flatten(section, stage, skip=META_KEYS)]
-    taken = {h.label.lower() for h in found}
-    # a stage that names its own headline numbers knows best: the generic patterns leave its section alone
-    own = {h.key.split(".", 1)[0] for h in found}
-    flat = [(k, v) for k, v in flat if k.split(".", 1)[0] not in own]
-    for spec in specs:
-        if spec.label.lower() in taken:
-            continue
-        hit = _match(flat, spec.keys, want_number=True)
-        if hit is None and spec.resolve is not None:
-            resolved = spec.resolve(flat)
-            if resolved is not None:
-                found.append(Headline(spec.label, resolved[1], resolved[0], resolved[2], spec.percent))
-            continue
-        if hit is None:
-            continue
-        details = {}
-        for name, patterns in spec.details.items():
-            detail = _match(flat, patterns, want_number=False)
-            if detail is not None and detail[0] != hit[0] and detail[1] is not None:
-                details[name] = detail[1]
-        found.append(Headline(spec.label, hit[1], hit[0], details, spec.percent))
-    # cards read in pipeline order (accuracy before alignment before lesions), whoever proposed them
-    rank = {stage: i for i, stage in enumerate(ordered_stages(metrics))}
-    return sorted(found, key=lambda h: rank.get(h.key.split(".", 1)[0], len(rank)))
+        if not isinstance(entries, list):
+            raise ValueError(f"metrics.json {stage}.headline is a {type(entries).__name__}, not a list; "
+                             f"{HEADLINE_HELP}")
+        for i, entry in enumerate(entries):
+            missing = [f for f in HEADLINE_FIELDS if not isinstance(entry, Mapping) or f not in entry]
+            if missing:
+                raise ValueError(f"metrics.json {stage}.headline[{i}] lacks {', '.join(missing)}; {HEADLINE_HELP}")
+            cards.append(Card(str(entry["label"]), entry["value"], str(entry["key"]), str(entry.get("unit") or ""),
+                              dict(entry.get("details") or {}), bool(entry.get("percent", False)),
+                              f"{stage}.{entry['name']}"))
+    return cards
+
+
+def select_headlines(metrics: Mapping[str, Any], entries: Sequence[Any] | None = None) -> list[Card]:
+    """The summary box: every stage headline (``entries`` None), or the ``report.headline`` entries in their order
+    (see ``headline_card``)."""
+    if entries is None:
+        return stage_headlines(metrics)
+    return [headline_card(metrics, entry, f"report.headline[{i}]") for i, entry in enumerate(entries)]
+
+
+def headline_card(metrics: Mapping[str, Any], entry: str | HeadlineCard | Mapping[str, Any], where: str) -> Card:
+    """The card of one ``report.headline`` entry: ``"<stage>.<name>"`` picks a stage's own headline; a card
+    ``{label, key[, unit, percent]}`` (``HeadlineCard``) reads the value at an exact dotted key. A name or key this
+    run does not have is a ConfigError naming ``where`` and the nearest one it has."""
+    if isinstance(entry, str):
+        by_source = {card.source: card for card in stage_headlines(metrics)}
+        if entry not in by_source:
+            close = nearest_key(entry, by_source)
+            raise ConfigError(f"{where}: no stage wrote a headline {entry!r}"
+                              + (f" (did you mean {close!r}?)" if close else "")
+                              + f"; headlines in this run: {', '.join(by_source) or 'none'}")
+        return by_source[entry]
+    if isinstance(entry, Mapping):
+        entry = parse(HeadlineCard, entry, where)
+    value = resolve_key(metrics, entry.key, where)
+    return Card(entry.label, value, entry.key, entry.unit, {}, entry.percent)
+
+
+def headline_leaves(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``<stage>.headline.<name>`` -> value for every numeric stage headline: a column of the sweep's metrics.csv
+    that means the same in every run (the key behind it may differ: the best layer of one run is not another's)."""
+    out = {}
+    for card in stage_headlines(metrics):
+        if is_number(card.value):
+            stage, name = card.source.split(".", 1)
+            out[f"{stage}.headline.{name}"] = card.value
+    return out
 
 
 # -- references ------------------------------------------------------------------------------------------------------
 
-def _populate_citations() -> None:
-    """Import the stage packages so that their module-level `cite(...)` calls fill workbench.registry.CITATIONS
-    (a report built from the CLI has not imported them)."""
-    import importlib
-
-    for name in ("workbench.data", "workbench.models", "workbench.training", "workbench.features",
-                 "workbench.alignment", "workbench.attribution", "workbench.intervention"):
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a broken or absent stage package must not stop a report
-            continue
-
-
 def collect_references(metrics: Mapping[str, Any]) -> list[str]:
-    """Citation strings from every ``references`` list in metrics.json, in stage order, de-duplicated.
-
-    An entry that is a key of workbench.registry.CITATIONS is replaced by its citation text."""
-    from workbench.registry import CITATIONS
-
-    raw: list[str] = []
-
-    def walk(obj: Any) -> None:
-        if isinstance(obj, Mapping):
-            for key, value in obj.items():
-                if key == "references":
-                    items = [value] if isinstance(value, str) else value
-                    if isinstance(items, Mapping):
-                        items = list(items.values())
-                    raw.extend(str(x) for x in items or [] if x)
-                else:
-                    walk(value)
-
+    """The stages' ``references`` lists (what they cited: StageContext.cite), in pipeline order, each text once."""
+    refs: list[str] = []
     for stage in ordered_stages(metrics):
-        walk(metrics[stage])
-    if isinstance(metrics.get("references"), (list, str)):
-        walk({"references": metrics["references"]})
-    # a key-like entry ("nili2014") is resolved through CITATIONS; full citation text needs no import
-    if any(r not in CITATIONS and len(r.split()) == 1 for r in raw):
-        _populate_citations()
-    seen: dict[str, None] = {}
-    for ref in raw:
-        text = CITATIONS.get(ref, ref).strip()
-        key = " ".join(text.lower().split())
-        if key and key not in {" ".join(s.lower().split()) for s in seen}:
-            seen[text] = None
-    return list(seen)
-
-
-def ordered_stages(metrics: Mapping[str, Any]) -> list[str]:
-    """Stage sections of metrics.json in pipeline order, unknown stages after, in file order."""
-    present = [s for s in metrics if isinstance(metrics[s], Mapping) and s not in ("report", "references")]
-    known = [s for s in STAGE_ORDER if s in present]
-    return known + [s for s in present if s not in STAGE_ORDER]
+        items = metrics[stage].get("references")
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(r, str) for r in items):
+            raise ValueError(f"metrics.json {stage}.references should be a list of citation texts, got {items!r}; "
+                             f"a stage cites what it used with ctx.cite(REGISTRY, name)")
+        refs += [r for r in items if r and r not in refs]
+    return refs

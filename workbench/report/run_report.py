@@ -1,37 +1,26 @@
-"""The report of one run: a self-contained report.html built from what the stages left in the run directory."""
+"""The report of one run: a self-contained report.html built from what the stages left in the run directory.
+
+Sections come from the stage registry (``workbench.stages.STAGES``: title, lede, pipeline order), summary cards from
+the stages' ``headline`` lists, references from their ``references`` lists; nothing here names a stage's metrics.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from workbench.config import parse, to_dict
 from workbench.report import html as H
+from workbench.report.config import ReportConfig
 from workbench.report.discovery import read_json, read_yaml, require_run_dir
-from workbench.report.metrics import (STAGE_ORDER, HeadlineSpec, collect_references, find_headlines,
-                                      ordered_stages)
+from workbench.report.metrics import Card, collect_references, ordered_stages, select_headlines
+from workbench.stages import STAGES, stage_order
 from workbench.utils import atomic_write_text
 
-STAGE_INFO: dict[str, tuple[str, str]] = {
-    "train": ("Training",
-              "Task training of the network, with the spatial (topographic) loss where configured: learning curves "
-              "and final accuracy."),
-    "topography": ("Topography",
-                   "Units laid out on a cortical sheet: maps of their selectivity, and how similar the tuning of two "
-                   "units is as a function of their distance on the sheet (smoothness)."),
-    "extract": ("Feature extraction", "Layer activations to the neural stimulus sets, cached for the stages below."),
-    "align": ("Brain alignment",
-              "Representational similarity with human and monkey inferior temporal cortex (RSA, against the noise "
-              "ceiling of the data) and encoding-model predictivity of macaque V4 responses."),
-    "attribute": ("Attribution",
-                  "Which input pixels drive class, unit and neural-site targets, with sanity checks of the maps."),
-    "intervene": ("Intervention",
-                  "Lesions of units and connections: their effect on the task and on brain alignment, summarised by "
-                  "the interventional-alignment score."),
-}
-SPECIAL_SECTIONS = ("summary", "config", "provenance", "other", "references")
 _TIMESTAMP_DIR = re.compile(r"(\d{4}-\d{2}-\d{2})[_T ](\d{2})[-:](\d{2})[-:](\d{2})")
 
 
@@ -89,32 +78,35 @@ def _caption(stem: str, stage: str, captions: Mapping[str, str]) -> str:
     return H.humanize(stem if "_" not in short else short)
 
 
-def _headline_value(h) -> str:
-    v = h.value
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if h.percent and 0 <= v <= 1:
-            return f"{100 * v:.1f} %"
-        return H.format_number(v)
-    return str(v)
+def card_value(card: Card) -> str:
+    """The big number of a card: a fraction as a percentage when the stage asked for it."""
+    v = card.value
+    if H.is_number(v) and card.percent and 0 <= v <= 1:
+        return f"{100 * v:.1f} %"
+    return detail_text(v)
 
 
-def _detail_text(value: Any) -> str:
+def detail_text(value: Any) -> str:
+    """A value as short text: numbers formatted, intervals ([lo, hi] lists, {lower, upper}) as [lo, hi]."""
     interval = H.interval_of(value) if isinstance(value, Mapping) else None
     if interval:
         return H.format_interval(*interval)
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(H.is_number(x) for x in value):
         return H.format_interval(*value)
+    if value is None:
+        return "—"
     if H.is_number(value):
         return H.format_number(value)
     return str(value)
 
 
-def summary_html(metrics: Mapping[str, Any], specs: list[HeadlineSpec] | None) -> str:
-    cards = []
-    for h in find_headlines(metrics, specs):
-        detail = " · ".join(f"{name} {_detail_text(v)}".strip() for name, v in h.details.items())
-        cards.append((h.label, _headline_value(h), detail, h.key))
-    return H.summary_cards(cards)
+def summary_html(cards: Iterable[Card]) -> str:
+    """The summary box: one card per headline (label, value, unit, details, and the metrics.json key)."""
+    rows = []
+    for card in cards:
+        details = " · ".join(f"{H.detail_name(name)} {detail_text(v)}".strip() for name, v in card.details.items())
+        rows.append((card.label, card_value(card), "" if card.percent else card.unit, details, card.key))
+    return H.summary_cards(rows)
 
 
 def provenance_html(prov: Mapping[str, Any]) -> str:
@@ -155,28 +147,81 @@ def config_html(run: Path, cfg: Any) -> str:
             f'<pre class="config">{H.esc(text)}</pre></details>')
 
 
-def _validate_sections(sections: Iterable[str] | None, stages: list[str]) -> set[str] | None:
-    if sections is None:
-        return None
-    sections = [sections] if isinstance(sections, str) else list(sections)
-    valid = set(SPECIAL_SECTIONS) | set(STAGE_ORDER) | set(stages)
-    unknown = [s for s in sections if s not in valid]
-    if unknown:
-        raise ValueError(f"report.sections names {unknown}, which are neither stages of this run "
-                         f"({', '.join(stages) or 'none'}) nor report sections ({', '.join(SPECIAL_SECTIONS)}); "
-                         f"fix the names or leave report.sections null to show everything")
-    return set(sections)
+def _as_list(items: Iterable[Any] | None) -> Any:
+    """A list of any iterable but a string (a string is left for the config check to refuse)."""
+    return items if items is None or isinstance(items, (str, list)) else list(items)
 
 
-def build_run_report(run_path: str | os.PathLike, *, title: str | None = None,
-                     sections: Iterable[str] | None = None, headline: Iterable[Mapping[str, Any]] | None = None,
-                     captions: Mapping[str, str] | None = None, output: str | os.PathLike | None = None) -> Path:
+def report_config(cfg: Mapping[str, Any], config: ReportConfig | Mapping[str, Any] | None = None,
+                  **overrides: Any) -> ReportConfig:
+    """The report's settings: ``config`` (the report stage's section), else the run's config.yaml ``report``
+    section, with the non-None ``overrides`` (title, sections, headline, captions) on top; captions are merged."""
+    base = to_dict(config) if config is not None else cfg.get("report")
+    merged = dict(base or {}) if isinstance(base, Mapping) else base
+    if isinstance(merged, dict):
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            merged[key] = {**(merged.get(key) or {}), **value} if key == "captions" else value
+    return parse(ReportConfig, merged, "report")
+
+
+def import_plugins(cfg: Mapping[str, Any]) -> None:
+    """Import the run's ``plugins`` so a report rebuilt later (``workbench-report``) gives a plugin stage its title
+    and section. Best effort: a plugin that cannot be imported now still has its section, under its own name."""
+    names = cfg.get("plugins") or []
+    for name in [names] if isinstance(names, str) else names:
+        try:
+            importlib.import_module(str(name))
+        except Exception:  # noqa: BLE001 - the report of a finished run must not depend on the plugin still working
+            continue
+
+
+def stage_title(stage: str) -> tuple[str, str]:
+    """(title, lede) of a stage's section, from its registry entry; a stage not registered here gets its name."""
+    if stage in STAGES:
+        spec = STAGES.get(stage)
+        return spec.title or H.humanize(stage), spec.lede
+    return H.humanize(stage), ""
+
+
+def stage_section_html(stage: str, section: Mapping[str, Any] | None, figures: list[Path],
+                       captions: Mapping[str, str]) -> str:
+    """One stage's section: its title and lede, its figures, its metrics as tables (``section`` None: the stage
+    saved figures but no metrics)."""
+    title, lede = stage_title(stage)
+    own = (section or {}).get("captions")
+    stage_captions = {**(own if isinstance(own, Mapping) else {}), **captions}  # the report config's captions win
+    cards = [H.figure_html(f, _caption(f.stem, stage, stage_captions)) for f in figures]
+    metrics_part = (H.metrics_html(section, stage) if section is not None else
+                    '<p class="muted">This stage saved figures but recorded no metrics (interrupted?).</p>')
+    return (f'<section id="{H.esc(stage)}" class="stage"><h2>{H.esc(title)}<span class="stagekey">'
+            f"{H.esc(stage)}</span></h2>" + (f'<p class="lede">{H.esc(lede)}</p>' if lede else "")
+            + H.figure_grid(cards) + metrics_part + "</section>")
+
+
+def references_html(refs: list[str]) -> str:
+    items = "".join(f"<li>{H.esc(r)}</li>" for r in refs)
+    return ('<section id="references"><h2>References</h2>'
+            + (f'<ol class="refs">{items}</ol>' if refs else '<p class="muted">No stage recorded references.</p>')
+            + "</section>")
+
+
+def shown_stages(metrics: Mapping[str, Any], figures: Mapping[str, list[Path]]) -> list[str]:
+    """Stages with metrics or figures, in pipeline order; stages not registered here after them."""
+    with_metrics = ordered_stages(metrics)
+    known = [s for s in stage_order() if s != "report" and (s in with_metrics or s in figures)]
+    return known + [s for s in with_metrics if s not in known]
+
+
+def build_run_report(run_path: str | os.PathLike, *, config: ReportConfig | Mapping[str, Any] | None = None,
+                     title: str | None = None, sections: Iterable[str] | None = None,
+                     headline: Iterable[Any] | None = None, captions: Mapping[str, str] | None = None,
+                     output: str | os.PathLike | None = None) -> Path:
     """Write <run>/report.html (self-contained) and return its path.
 
-    title: defaults to cfg["report"]["title"], else the study name. sections: stage names and/or "summary",
-    "config", "provenance", "other" (figures of no stage), "references" to show; None shows everything present.
-    headline: summary-card specs ({label, keys: [glob patterns over dotted metric keys], details, percent}); None
-    uses DEFAULT_HEADLINES. captions: figure stem -> caption (stages may also give metrics[stage]["captions"]).
+    ``config``: the report settings (``ReportConfig`` or its mapping); default: the run's config.yaml ``report``
+    section. ``title``, ``sections``, ``headline``, ``captions`` override it (see ``ReportConfig``).
     """
     run = require_run_dir(getattr(run_path, "path", run_path))
     metrics = read_json(run / "metrics.json")
@@ -184,69 +229,36 @@ def build_run_report(run_path: str | os.PathLike, *, title: str | None = None,
     if not isinstance(cfg, Mapping):
         raise ValueError(f"{run / 'config.yaml'} should hold a mapping (the resolved config), got {type(cfg).__name__}")
     prov = read_json(run / "provenance.json")
-    report_cfg = cfg.get("report") if isinstance(cfg.get("report"), Mapping) else {}
-
-    stages = ordered_stages(metrics)
-    shown = _validate_sections(sections if sections is not None else report_cfg.get("sections"), stages)
-
-    def want(name: str) -> bool:
-        return shown is None or name in shown
-
-    study = str(cfg.get("study") or run.parent.name or "run")
-    title = title or report_cfg.get("title") or H.humanize(study)
-    when = run_timestamp(run, prov)
-    specs = None
-    headline = headline if headline is not None else report_cfg.get("headline")
-    if headline:
-        specs = [HeadlineSpec.from_config(item) for item in headline]
-
-    figures = assign_figures(figure_files(run / "figures"), set(STAGE_ORDER) | set(stages))
-    fig_stages = [s for s in STAGE_ORDER if s in figures and s not in stages]
+    import_plugins(cfg)
+    rc = report_config(cfg, config, title=title, sections=_as_list(sections), headline=_as_list(headline),
+                       captions=captions)
+    want = (lambda name: True) if rc.sections is None else set(rc.sections).__contains__
+    figures = assign_figures(figure_files(run / "figures"), stage_order() + ordered_stages(metrics))
 
     body: list[str] = []
     nav: list[tuple[str, str]] = []
     if want("summary"):
-        body.append(summary_html(metrics, specs))
+        body.append(summary_html(select_headlines(metrics, rc.headline)))
     if want("config"):
         nav.append(("config", "Config"))
         body.append(f'<section id="config"><h2>Configuration</h2>{config_html(run, cfg)}</section>')
     if want("provenance"):
         nav.append(("provenance", "Provenance"))
         body.append(f'<section id="provenance"><h2>Provenance</h2>{provenance_html(prov)}</section>')
-
-    all_captions = dict(report_cfg.get("captions") or {})
-    all_captions.update(captions or {})
-    for stage in [s for s in STAGE_ORDER if s in stages or s in fig_stages] + [s for s in stages
-                                                                                if s not in STAGE_ORDER]:
-        if not want(stage):
-            continue
-        section = metrics.get(stage, {})
-        name, lede = STAGE_INFO.get(stage, (H.humanize(stage), ""))
-        stage_captions = dict(all_captions)
-        if isinstance(section.get("captions"), Mapping):
-            stage_captions.update(section["captions"])
-        cards = [H.figure_html(f, _caption(f.stem, stage, stage_captions)) for f in figures.get(stage, [])]
-        metrics_part = (H.metrics_html(section, stage) if stage in metrics else
-                        '<p class="muted">This stage saved figures but recorded no metrics (interrupted?).</p>')
-        nav.append((stage, name))
-        body.append(
-            f'<section id="{H.esc(stage)}" class="stage"><h2>{H.esc(name)}<span class="stagekey">{H.esc(stage)}'
-            f"</span></h2>" + (f'<p class="lede">{H.esc(lede)}</p>' if lede else "")
-            + H.figure_grid(cards) + metrics_part + "</section>"
-        )
+    for stage in filter(want, shown_stages(metrics, figures)):
+        nav.append((stage, stage_title(stage)[0]))
+        body.append(stage_section_html(stage, metrics.get(stage), figures.get(stage, []), rc.captions))
     if want("other") and figures.get("other"):
-        cards = [H.figure_html(f, _caption(f.stem, "", all_captions)) for f in figures["other"]]
+        cards = [H.figure_html(f, _caption(f.stem, "", rc.captions)) for f in figures["other"]]
         nav.append(("other", "Other figures"))
         body.append(f'<section id="other"><h2>Other figures</h2>{H.figure_grid(cards)}</section>')
     if want("references"):
-        refs = collect_references(metrics)
         nav.append(("references", "References"))
-        items = "".join(f"<li>{H.esc(r)}</li>" for r in refs)
-        body.append('<section id="references"><h2>References</h2>'
-                    + (f'<ol class="refs">{items}</ol>' if refs else
-                       '<p class="muted">No stage recorded references.</p>') + "</section>")
+        body.append(references_html(collect_references(metrics)))
 
-    subtitle = (f"Study <strong>{H.esc(study)}</strong> · {H.esc(when)} · run <code>{H.esc(run.name)}</code>")
+    study = str(cfg.get("study") or run.parent.name or "run")
+    subtitle = (f"Study <strong>{H.esc(study)}</strong> · {H.esc(run_timestamp(run, prov))} · run "
+                f"<code>{H.esc(run.name)}</code>")
     out = Path(output) if output is not None else run / "report.html"
-    atomic_write_text(out, H.page(title, subtitle, nav, "".join(body)))
+    atomic_write_text(out, H.page(rc.title or H.humanize(study), subtitle, nav, "".join(body)))
     return out

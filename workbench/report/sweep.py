@@ -2,7 +2,8 @@
 
     <sweep>/multirun.yaml                 Hydra's record of the sweep (which overrides were swept)
     <sweep>/<job>/[<run>/]                one run directory per job: config.yaml, metrics.json, .hydra/overrides.yaml
-    -> <sweep>/metrics.csv                one row per run: swept parameters + every numeric leaf of metrics.json
+    -> <sweep>/metrics.csv                one row per run: swept parameters + every numeric leaf of metrics.json +
+                                          one column <stage>.headline.<name> per numeric stage headline
     -> <sweep>/figures/sweep_<param>.{png,pdf}   headline metrics against each swept parameter, seeds as error bars
     -> <sweep>/report.html                the figures, a table of runs linking to each run's own report.html
 """
@@ -16,15 +17,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from workbench.report import html as H
 from workbench.report.discovery import (find_run_dirs, not_a_run_message, read_json, read_yaml)
-from workbench.report.metrics import (DEFAULT_HEADLINES, HeadlineSpec, find_headlines, flatten, is_number,
-                                      numeric_leaves, ordered_stages)
+from workbench.config import ConfigError
+from workbench.report.metrics import (Card, flatten, headline_card, headline_leaves, is_number, numeric_leaves,
+                                      ordered_stages, stage_headlines)
 from workbench.run import NotARunError
 from workbench.utils import atomic_write_bytes, atomic_write_text
 
@@ -151,7 +153,7 @@ def sweep_table(sweep_dir: str | os.PathLike) -> SweepTable:
         params = [k for k in keys if not _NOT_PARAMS.match(k) and _differs(values[k])]
     params = [p for p in params if p != SEED_KEY] + ([SEED_KEY] if SEED_KEY in params else [])
 
-    leaves = [numeric_leaves(m) for m in metrics]
+    leaves = [{**numeric_leaves(m), **headline_leaves(m)} for m in metrics]
     metric_columns: list[str] = []
     seen: set[str] = set()
     for lv in leaves:
@@ -178,21 +180,66 @@ def sweep_table(sweep_dir: str | os.PathLike) -> SweepTable:
 
 # -- comparison figures -------------------------------------------------------------------------------------------
 
-def headline_columns(table: SweepTable, specs: Iterable[HeadlineSpec] | None = None) -> dict[str, str]:
-    """label -> metrics.csv column for the headline metrics the runs report (the key most runs matched)."""
-    votes: dict[str, dict[str, int]] = {}
-    for m in table.metrics:
-        for h in find_headlines(m, specs):
-            if h.key in table.frame.columns:
-                votes.setdefault(h.label, {}).setdefault(h.key, 0)
-                votes[h.label][h.key] += 1
-    chosen = {label: max(keys, key=keys.get) for label, keys in votes.items()}
-    chosen = dict(list(chosen.items())[:MAX_PANELS])
-    if not chosen:
-        # nothing we know how to name: the numeric columns that vary across runs, so the figure still says something
+@dataclass(frozen=True)
+class HeadlineColumn:
+    """A headline metric of the sweep: its card label, its metrics.csv column, and how to show its numbers."""
+
+    label: str
+    column: str
+    percent: bool = False
+
+
+def _column_of(card: Card) -> str:
+    """A stage's headline is compared by name (``<stage>.headline.<name>``, the same in every run even when its key
+    names another best layer); a card the config asked for by key, by that key."""
+    if card.source:
+        stage, name = card.source.split(".", 1)
+        return f"{stage}.headline.{name}"
+    return card.key
+
+
+def _cards_per_entry(table: SweepTable, entries: list[Any] | None) -> list[list[Card]]:
+    """For each headline entry (each stage headline when ``entries`` is None), its card in every run that has it.
+    An entry no run resolves is a ConfigError (a typo); one that only some runs lack (a failed run) is not."""
+    if entries is None:
+        return [[card] for m in table.metrics for card in stage_headlines(m)]
+    per_entry = []
+    for i, entry in enumerate(entries):
+        cards, errors = [], []
+        for m in table.metrics:
+            try:
+                cards.append(headline_card(m, entry, f"headline[{i}]"))
+            except ConfigError as err:
+                errors.append(str(err))
+        if not cards and errors:
+            raise ConfigError(errors[0])
+        per_entry.append(cards)
+    return per_entry
+
+
+def headline_columns(table: SweepTable, entries: list[Any] | None = None) -> list[HeadlineColumn]:
+    """The sweep's headline metrics: every numeric stage headline any run wrote (pipeline order), or the
+    ``report.headline``-style ``entries`` (``"<stage>.<name>"`` or ``{label, key}``) in their order."""
+    from workbench.stages import stage_order
+
+    found: dict[str, HeadlineColumn] = {}
+    for cards in _cards_per_entry(table, entries):
+        for card in cards:
+            column = _column_of(card)
+            if column in table.frame.columns and column not in found:
+                found[column] = HeadlineColumn(card.label, column, card.percent)
+    columns = list(found.values())
+    if entries is None:  # runs that stopped early list fewer stages: put every column back in pipeline order
+        rank = {stage: i for i, stage in enumerate(stage_order())}
+        columns.sort(key=lambda c: rank.get(c.column.split(".", 1)[0], len(rank)))
+    labels = [c.label for c in columns]
+    columns = [c if labels.count(c.label) == 1 else HeadlineColumn(f"{c.label} ({c.column})", c.column, c.percent)
+               for c in columns]
+    if not columns:
+        # no headline: the numeric columns that vary across runs, so the figure still says something
         varying = [c for c in table.metric_columns if table.frame[c].nunique(dropna=True) > 1]
-        chosen = {c: c for c in varying[:4]}
-    return chosen
+        columns = [HeadlineColumn(c, c) for c in varying[:4]]
+    return columns
 
 
 def _is_numeric_series(s: pd.Series) -> bool:
@@ -217,19 +264,19 @@ def aggregate(table: SweepTable, x: str, y: str) -> pd.DataFrame:
     return out
 
 
-def comparison_figure(table: SweepTable, x: str | None, columns: Mapping[str, str]):
-    """One panel per headline metric against parameter `x` (None: across seeds only), mean ± s.d. over seeds
-    with single runs as dots."""
+def comparison_figure(table: SweepTable, x: str | None, columns: Sequence[HeadlineColumn]):
+    """One panel per headline metric (the first MAX_PANELS) against parameter `x` (None: across seeds only),
+    mean ± s.d. over seeds with single runs as dots."""
     from matplotlib.figure import Figure
 
-    labels = list(columns)
-    ncols = min(len(labels), 4)
-    nrows = math.ceil(len(labels) / ncols)
+    columns = list(columns)[:MAX_PANELS]
+    ncols = min(len(columns), 4)
+    nrows = math.ceil(len(columns) / ncols)
     fig = Figure(figsize=(3.6 * ncols, 3.0 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     frame = table.frame
-    for ax, label in zip(axes, labels):
-        col = columns[label]
+    for ax, headline in zip(axes, columns):
+        label, col = headline.label, headline.column
         if x is None:
             vals = frame[col].dropna().to_numpy(float)
             ax.scatter(np.zeros_like(vals) + np.linspace(-0.08, 0.08, len(vals)), vals, s=18, alpha=0.5,
@@ -260,7 +307,7 @@ def comparison_figure(table: SweepTable, x: str | None, columns: Mapping[str, st
         ax.set_ylabel(col if col != label else "", fontsize=7)
         ax.spines[["top", "right"]].set_visible(False)
         ax.grid(alpha=0.25)
-    for ax in axes[len(labels):]:
+    for ax in axes[len(columns):]:
         ax.set_visible(False)
     handles, names = axes[0].get_legend_handles_labels()
     if len(names) > 1:
@@ -284,13 +331,15 @@ def _safe(name: str) -> str:
 
 # -- the report ---------------------------------------------------------------------------------------------------
 
-def _best_cards(table: SweepTable, columns: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
-    cards = [("Runs", str(len(table.runs)),
+def _best_cards(table: SweepTable, columns: Sequence[HeadlineColumn]) -> list[tuple[str, str, str, str, str]]:
+    """A card per headline metric: its best mean over seeds and where in the sweep it was reached."""
+    cards = [("Runs", str(len(table.runs)), "",
               ", ".join(f"{p}: {len(table.frame[p].dropna().unique())} values" for p in table.params)
               or "no swept parameter found", "")]
     group_by = [p for p in table.params if p != SEED_KEY]
     lower_is_better = re.compile(r"loss|error|drop", re.I)
-    for label, col in columns.items():
+    for headline in columns:
+        label, col = headline.label, headline.column
         df = table.frame[[*group_by, col]].dropna(subset=[col])
         if df.empty:
             continue
@@ -302,8 +351,8 @@ def _best_cards(table: SweepTable, columns: Mapping[str, str]) -> list[tuple[str
         where = ", ".join(f"{p}={_param_text(best[p])}" for p in group_by)
         detail = f"best at {where} (mean of {int(best['count'])} runs)" if where else f"mean of {int(best['count'])}"
         value = best["mean"]
-        text = f"{100 * value:.1f} %" if "accuracy" in label.lower() and 0 <= value <= 1 else H.format_number(value)
-        cards.append((label, text, detail, col))
+        text = f"{100 * value:.1f} %" if headline.percent and 0 <= value <= 1 else H.format_number(value)
+        cards.append((label, text, "", detail, col))
     return cards
 
 
@@ -315,64 +364,71 @@ def _needs_report(run: Path) -> bool:
     return report.stat().st_mtime < newest
 
 
-def build_sweep_report(sweep_dir: str | os.PathLike, *, title: str | None = None,
-                       headline: Iterable[Mapping[str, Any]] | None = None, run_reports: bool = True) -> Path:
-    """Write <sweep>/metrics.csv, <sweep>/figures/sweep_*.{png,pdf} and <sweep>/report.html; return the report.
+def _comparison_figures(table: SweepTable, columns: Sequence[HeadlineColumn]) -> list[str]:
+    """figures/sweep_<param>.{png,pdf}, one per swept parameter (seeds: error bars), as embedded figure cards."""
+    cards: list[str] = []
+    if not columns:
+        return cards
+    n_seeds = table.frame[SEED_KEY].nunique() if SEED_KEY in table.params else 1
+    for x in [p for p in table.params if p != SEED_KEY] or [None]:
+        png = _save(comparison_figure(table, x, columns), table.root / "figures" / f"sweep_{_safe(x or 'seeds')}")
+        what = f"against {x}" if x else "across runs"
+        caption = (f"Headline metrics {what}: mean ± s.d. over seeds ({n_seeds} seed"
+                   f"{'s' if n_seeds != 1 else ''}); grey dots are single runs.")
+        cards.append(H.figure_html(png, caption, wide=True))
+    return cards
 
-    run_reports: also (re)build each run's own report.html when it is missing or older than its metrics, so the
-    links from the sweep report work.
-    """
+
+def _run_links(table: SweepTable, run_reports: bool) -> dict[str, str]:
+    """run -> relative link to its report.html (built first when missing or stale, if ``run_reports``)."""
     from workbench.report.run_report import build_run_report
 
-    table = sweep_table(sweep_dir)
-    root = table.root
-    atomic_write_text(root / "metrics.csv", table.frame.to_csv(index=False))
-    specs = [HeadlineSpec.from_config(h) for h in headline] if headline else DEFAULT_HEADLINES
-    columns = headline_columns(table, specs)
-
-    figure_cards: list[str] = []
-    n_seeds = table.frame[SEED_KEY].nunique() if SEED_KEY in table.params else 1
-    x_params = [p for p in table.params if p != SEED_KEY] or [None]
-    if columns:
-        for x in x_params:
-            fig = comparison_figure(table, x, columns)
-            png = _save(fig, root / "figures" / f"sweep_{_safe(x or 'seeds')}")
-            what = f"against {x}" if x else "across runs"
-            caption = (f"Headline metrics {what}: mean ± s.d. over seeds ({n_seeds} seed"
-                       f"{'s' if n_seeds != 1 else ''}); grey dots are single runs.")
-            figure_cards.append(H.figure_html(png, caption, wide=True))
-
-    links = {}
     if run_reports:
         from tqdm.auto import tqdm
 
         for run in tqdm([r for r in table.runs if _needs_report(r)], desc="run reports", disable=None):
             build_run_report(run)
-    for run in table.runs:
-        if (run / "report.html").exists():
-            links[table.rel(run)] = quote(f"{table.rel(run)}/report.html", safe="/=,+:@")
+    return {table.rel(run): quote(f"{table.rel(run)}/report.html", safe="/=,+:@")
+            for run in table.runs if (run / "report.html").exists()}
 
-    # the table of runs: parameters, headline metrics, completed stages, link to the run's report
-    head = ["run", *table.params, *columns, "completed stages"]
+
+def _runs_table(table: SweepTable, columns: Sequence[HeadlineColumn], links: Mapping[str, str]) -> str:
+    """The table of runs: parameters, headline metrics, completed stages, a link to the run's report."""
+    head = ["run", *table.params, *(c.label for c in columns), "completed stages"]
     rows = []
     for _, r in table.frame.iterrows():
         cells = [f'<a href="{H.esc(links[r["run"]])}">{H.esc(r["run"])}</a>' if r["run"] in links
                  else H.esc(r["run"])]
         cells += [H.format_value(None if _isnan(r[p]) else r[p], p) for p in table.params]
-        cells += [H.format_value(None if _isnan(r[c]) else r[c], c) for c in columns.values()]
+        cells += [H.format_value(None if _isnan(r[c.column]) else r[c.column], c.column) for c in columns]
         done = r["completed_stages"]
         cells.append(H.esc(done.replace("+", " › ")) if done else '<span class="na">none</span>')
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    runs_table = ('<div class="metrics"><table class="matrix"><thead><tr>'
-                  + "".join(f'<th scope="col">{H.esc(h)}</th>' for h in head)
-                  + f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return ('<div class="metrics"><table class="matrix"><thead><tr>'
+            + "".join(f'<th scope="col">{H.esc(h)}</th>' for h in head)
+            + f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def build_sweep_report(sweep_dir: str | os.PathLike, *, title: str | None = None,
+                       headline: Iterable[Any] | None = None, run_reports: bool = True) -> Path:
+    """Write <sweep>/metrics.csv, <sweep>/figures/sweep_*.{png,pdf} and <sweep>/report.html; return the report.
+
+    headline: the metrics to compare, as in ``report.headline`` (``"<stage>.<name>"`` or ``{label, key}``); None:
+    every numeric stage headline. run_reports: also (re)build each run's own report.html when it is missing or
+    older than its metrics, so the links from the sweep report work.
+    """
+    table = sweep_table(sweep_dir)
+    root = table.root
+    atomic_write_text(root / "metrics.csv", table.frame.to_csv(index=False))
+    columns = headline_columns(table, None if headline is None else list(headline))
+    figure_cards = _comparison_figures(table, columns)
+    runs_table = _runs_table(table, columns, _run_links(table, run_reports))
 
     multirun = root / "multirun.yaml"
     sweep_cfg = (f'<details class="block"><summary>multirun.yaml</summary><pre class="config">'
                  f"{H.esc(multirun.read_text())}</pre></details>" if multirun.is_file() else
                  '<p class="muted">No multirun.yaml (not a Hydra multirun); parameters were found by comparing the '
                  "runs' configs.</p>")
-
     study = next((str(c.get("study")) for c in (read_yaml(r / "config.yaml") or {} for r in table.runs)
                   if isinstance(c, Mapping) and c.get("study")), root.name)
     title = title or f"Sweep: {H.humanize(study)}"

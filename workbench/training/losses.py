@@ -8,11 +8,14 @@
    down-sampling by ``factor`` and up-sampling back. Loss = 1 - mean cosine similarity(W, blur(W)), in [0, 2].
 
 Both are float32 whatever the autocast dtype, finite with finite gradients on constant responses or weights.
+
+A loss is a registered ``nn.Module`` class ``Loss(sheet, <options>, model=None)`` with a ``needs_activations``
+flag; its options are its constructor's keyword arguments, set under ``model.topography.<loss name>`` and checked
+against the signature (``workbench.models.config.loss_options_schema``), so a plugin loss needs no other wiring.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,25 +197,18 @@ class TopographyObjective:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _per_layer(value: Any, layer: str, what: str, layers: list[str]) -> Any:
-    if isinstance(value, dict):
-        unknown = set(value) - set(layers)
-        if unknown:
-            raise KeyError(f"topography.{what} names layer(s) {sorted(unknown)} that are not in topography.layers "
-                           f"{layers}")
-        if layer not in value:
-            raise KeyError(f"topography.{what} has no entry for layer {layer!r}; give one for each of {layers}")
-        return value[layer]
-    return value
-
-
 def parse_topography(model_cfg: dict, model: nn.Module, sheets: dict[str, CorticalSheet] | None = None
                      ) -> list[TopographyObjective]:
-    """Validated objectives from ``model_cfg['topography']`` (layers, weight, loss, per-loss options)."""
-    from workbench.models import check_layers, topography_layers
+    """Validated objectives from ``model_cfg['topography']`` (layers, weight, loss, per-loss options).
 
-    topo = model_cfg.get("topography") or {}
-    layers = topography_layers(model_cfg)
+    The keys are checked by ``workbench.models.config.parse_model_topography``; each loss's options are its
+    constructor's keyword arguments (``loss_options_schema``), so a registered loss maps its own options."""
+    from workbench.config import ConfigError
+    from workbench.models import check_layers
+    from workbench.models.config import parse_model_topography
+
+    section, options = parse_model_topography(model_cfg.get("topography"), LOSSES)
+    layers = section.layers
     if not layers:
         return []
     check_layers(model, layers)
@@ -223,20 +219,12 @@ def parse_topography(model_cfg: dict, model: nn.Module, sheets: dict[str, Cortic
                        "workbench.models.build_sheets(model, model_cfg)")
     objectives = []
     for layer in layers:
-        weight = _per_layer(topo.get("weight", 0.0), layer, "weight", layers)
+        loss_name = section.loss_of(layer)
+        given = options.get(loss_name, {})
         try:
-            weight = float(weight)
-        except (TypeError, ValueError):
-            raise ValueError(f"topography.weight for {layer!r} must be a number, got {weight!r}") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"topography.weight for {layer!r} must be a finite number >= 0 (0 = plain training), "
-                             f"got {weight}")
-        loss_name = _per_layer(topo.get("loss", "spatial_correlation"), layer, "loss", layers)
-        loss_cls = LOSSES.get(loss_name)
-        options = dict(topo.get(loss_name) or {})
-        try:
-            loss = loss_cls(sheets[layer], model=model, **options)
-        except TypeError as err:
-            raise ValueError(f"bad options topography.{loss_name} = {options}: {err}") from None
-        objectives.append(TopographyObjective(layer, loss_name, weight, loss, options))
+            loss = LOSSES.get(loss_name)(sheets[layer], model=model, **given)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"bad options model.topography.{loss_name} = {given} for layer {layer!r}: {err}"
+                              ) from None
+        objectives.append(TopographyObjective(layer, loss_name, section.weight_of(layer), loss, given))
     return objectives

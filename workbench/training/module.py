@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.config import parse, to_dict
+from workbench.models.config import OptimizerConfig
 from workbench.models.sheet import CorticalSheet
 from workbench.training.losses import parse_topography
 
-__all__ = ["TopographicModule", "DEFAULT_OPTIMIZER"]
-
-DEFAULT_OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "cosine"}
+__all__ = ["TopographicModule"]
 
 
 class TopographicModule(L.LightningModule):
@@ -30,9 +30,9 @@ class TopographicModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.model_cfg = model_cfg
-        self.optimizer_cfg = {**DEFAULT_OPTIMIZER, **(model_cfg.get("optimizer") or {}), **(optimizer or {})}
-        if self.optimizer_cfg["lr"] <= 0:
-            raise ValueError(f"optimizer.lr must be > 0, got {self.optimizer_cfg['lr']}")
+        # defaults and checks: workbench.models.config.OptimizerConfig
+        self.optimizer_cfg = to_dict(parse(OptimizerConfig, {**(model_cfg.get("optimizer") or {}), **(optimizer or {})},
+                                           "model.optimizer"))
         self.objectives = parse_topography(model_cfg, model, sheets)
         if not monitor_zero_weight:
             self.objectives = [o for o in self.objectives if o.weight > 0]
@@ -94,19 +94,13 @@ class TopographicModule(L.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.optimizer_cfg
-        name = str(cfg["name"]).lower()
-        if name == "sgd":
-            opt = torch.optim.SGD(self.model.parameters(), lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
-                                  weight_decay=cfg.get("weight_decay", 0.0), nesterov=bool(cfg.get("nesterov", False)))
-        elif name == "adamw":
-            opt = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
-        else:
-            raise ValueError(f"unknown optimizer {cfg['name']!r}; use 'sgd' or 'adamw'")
-        scheduler = str(cfg.get("scheduler") or "none").lower()
-        if scheduler == "none":
+        if cfg["name"] == "sgd":
+            opt = torch.optim.SGD(self.model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                  weight_decay=cfg["weight_decay"], nesterov=cfg["nesterov"])
+        else:  # adamw (OptimizerConfig allows no other name)
+            opt = torch.optim.AdamW(self.model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        if cfg["scheduler"] == "none":
             return opt
-        if scheduler != "cosine":
-            raise ValueError(f"unknown scheduler {cfg['scheduler']!r}; use 'cosine' or 'none'")
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

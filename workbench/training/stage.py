@@ -1,33 +1,18 @@
-"""The train and topography stages (``stage(run, cfg) -> metrics section``)."""
+"""The train and topography stages (``<name>_stage(ctx) -> metrics section``); figures come from ``plots.py``."""
 
 from __future__ import annotations
 
-import math
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["train_stage", "topography_stage", "build_datamodule", "build_logger", "trainer_kwargs",
-           "TOPOGRAPHY_DEFAULTS", "CONTRASTS"]
+from workbench.config import ConfigError
+
+__all__ = ["train_stage", "topography_stage", "build_logger", "trainer_kwargs"]
 
 # Keys of cfg["trainer"] the stage sets itself.
 _STAGE_OWNED = {"logger", "callbacks", "default_root_dir"}
-
-
-def build_datamodule(cfg: dict):
-    """cfg["data"] (a ``_target_`` spec, CIFAR-10 by default) with the model's preprocessing filled in."""
-    import hydra.utils
-
-    data = dict(cfg.get("data") or {})
-    pre = (cfg["model"].get("preprocess") or {})
-    data.setdefault("_target_", "workbench.data.CIFAR10DataModule")
-    for key in ("image_size", "mean", "std"):
-        if key in pre:
-            data[key] = pre[key]
-    data.setdefault("seed", int(cfg.get("seed", 0)))
-    return hydra.utils.instantiate(data, _convert_="all")
 
 
 def build_logger(logger_cfg: dict | None, run) -> Any:
@@ -55,7 +40,7 @@ def trainer_kwargs(cfg: dict) -> dict[str, Any]:
     kwargs = {k: v for k, v in (cfg.get("trainer") or {}).items() if not str(k).startswith("_")}
     clash = _STAGE_OWNED & set(kwargs)
     if clash:
-        raise ValueError(f"trainer.{sorted(clash)} are set by the train stage (run dir, logger config group); "
+        raise ConfigError(f"trainer.{sorted(clash)} are set by the train stage (run dir, logger config group); "
                          "remove them from the trainer config")
     if cfg.get("device") == "cpu":
         kwargs["accelerator"] = "cpu"
@@ -89,70 +74,30 @@ class _History:
         return self.callback.epochs
 
 
-def _train_curves_figure(epochs: list[dict[str, float]]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    x = [row["epoch"] + 1 for row in epochs]
-
-    def series(key):
-        return [row.get(key, math.nan) for row in epochs]
-
-    for key, label in (("train/ce", "train"), ("val/ce", "val")):
-        axes[0].plot(x, series(key), marker="o", label=label)
-    axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="task loss")
-    for key, label in (("train/acc", "train"), ("val/acc", "val")):
-        axes[1].plot(x, series(key), marker="o", label=label)
-    axes[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    topo_keys = sorted({k for row in epochs for k in row if k.startswith("train/topo_")})
-    for key in topo_keys:
-        axes[2].plot(x, series(key), marker="o", label=key.removeprefix("train/topo_"))
-    axes[2].set(xlabel="epoch", ylabel="loss (unweighted)", title="topographic losses")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    if not topo_keys:
-        axes[2].text(0.5, 0.5, "no topographic layers", ha="center", va="center", transform=axes[2].transAxes)
-    fig.tight_layout()
-    return fig
-
-
-def train_stage(run, cfg: dict) -> dict:
-    """Train cfg["model"] on cfg["data"] with Lightning; write checkpoints/model.pt (weights + config + sheets)."""
+# -- train -----------------------------------------------------------------------------------------------------------
+def _fit_and_test(ctx, module) -> tuple[Any, _History, dict, dict[str, float]]:
+    """Fit ``module`` on the run's training data, then test it: (trainer, history, test metrics, timings)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from workbench.models import MODELS, build_model, save_checkpoint
-    from workbench.training.losses import LOSSES
-    from workbench.training.module import TopographicModule
-
-    seed = int(cfg.get("seed", 0))
-    model_cfg = dict(cfg["model"])
-    L.seed_everything(seed, workers=True, verbose=False)
-    model = build_model(model_cfg)
-    sheets = model.cortical_sheets
-    module = TopographicModule(model, model_cfg)
-    datamodule = build_datamodule(cfg)
+    datamodule = ctx.datamodule()
     history = _History()
-    checkpoint_cb = ModelCheckpoint(dirpath=run.checkpoints, filename="lightning-{epoch:02d}", save_last=True,
+    checkpoint_cb = ModelCheckpoint(dirpath=ctx.run.checkpoints, filename="lightning-{epoch:02d}", save_last=True,
                                     save_top_k=1)
-    trainer = L.Trainer(**trainer_kwargs(cfg), logger=build_logger(cfg.get("logger"), run),
-                        callbacks=[checkpoint_cb, history.callback], default_root_dir=str(run.path))
-    last = Path(run.checkpoints) / "last.ckpt"
+    trainer = L.Trainer(**trainer_kwargs(dict(ctx.cfg)), logger=build_logger(ctx.cfg.get("logger"), ctx.run),
+                        callbacks=[checkpoint_cb, history.callback], default_root_dir=str(ctx.run.path))
+    resume = ctx.run.training_resume_path
     start = time.perf_counter()
-    # An interrupted run resumes from Lightning's last checkpoint (model.pt is written only at the very end).
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
     fit_seconds = time.perf_counter() - start
     test = trainer.test(module, datamodule=datamodule, verbose=False)
-    test = test[0] if test else {}
-    wall = time.perf_counter() - start
+    timings = {"fit_seconds": round(fit_seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
+    return trainer, history, (test[0] if test else {}), timings
 
+
+def _train_section(trainer, module, history: _History, test: dict, timings: dict[str, float]) -> dict[str, Any]:
     final = history.epochs[-1] if history.epochs else {}
-    objectives = [{"layer": o.layer, "loss": o.loss_name, "weight": o.weight} for o in module.objectives]
-    section = {
+    return {
         "test_accuracy": test.get("test/acc"),
         "test_ce": test.get("test/ce"),
         "val_accuracy": final.get("val/acc"),
@@ -161,96 +106,89 @@ def train_stage(run, cfg: dict) -> dict:
         "test": dict(test),
         "epochs": int(trainer.current_epoch),
         "steps": int(trainer.global_step),
-        "fit_seconds": round(fit_seconds, 2),
-        "wall_seconds": round(wall, 2),
-        "n_parameters": int(sum(p.numel() for p in model.parameters())),
-        "objectives": objectives,
+        **timings,
+        "n_parameters": int(sum(p.numel() for p in module.model.parameters())),
+        "objectives": [{"layer": o.layer, "loss": o.loss_name, "weight": o.weight} for o in module.objectives],
         "sheets": {k: {"unit_shape": list(s.unit_shape), "grid": list(s.grid), "size_mm": s.size_mm}
-                   for k, s in sheets.items()},
+                   for k, s in module.model.cortical_sheets.items()},
         "history": history.epochs,
-        "references": sorted({MODELS.citation(model_cfg["name"])}
-                             | {LOSSES.citation(o.loss_name) for o in module.objectives if o.weight > 0} - {""}),
     }
-    if trainer.is_global_zero:
-        save_checkpoint(Path(run.checkpoints) / "model.pt", module.model, model_cfg, sheets,
-                        extra={"seed": seed, "test_accuracy": section["test_accuracy"]})
-        import matplotlib.pyplot as plt
 
-        fig = _train_curves_figure(history.epochs)
-        run.save_figure(fig, "train_curves")
-        plt.close(fig)
-    elif trainer.world_size > 1:
-        # DDP launched this process as an extra rank: it has trained and tested with rank 0; the later stages and
-        # all writes into the run directory belong to rank 0 alone.
-        import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-        raise SystemExit(0)
+def _leave_extra_ddp_rank() -> None:
+    """DDP launched this process as an extra rank: it has trained and tested with rank 0; the later stages and all
+    writes into the run directory belong to rank 0 alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    raise SystemExit(0)
+
+
+def train_stage(ctx) -> dict:
+    """Train the run's model (``cfg["model"]``) on ``cfg["data"]`` with Lightning, the topographic losses of
+    ``model.topography`` added; the run's checkpoint (weights + config + cortical sheets) goes to ctx.run."""
+    import lightning as L
+
+    from workbench.models import MODELS, build_model
+    from workbench.training.losses import LOSSES
+    from workbench.training.module import TopographicModule
+    from workbench.training.plots import train_curves_figure
+
+    model_cfg = ctx.model_config
+    L.seed_everything(ctx.seed, workers=True, verbose=False)
+    model = build_model(model_cfg)  # fresh, whatever the run holds: this stage is what trains it
+    module = TopographicModule(model, model_cfg)
+    trainer, history, test, timings = _fit_and_test(ctx, module)
+    section = _train_section(trainer, module, history, test, timings)
+    ctx.cite(MODELS, model_cfg["name"])
+    for objective in module.objectives:
+        if objective.weight > 0:
+            ctx.cite(LOSSES, objective.loss_name)
+    if not trainer.is_global_zero and trainer.world_size > 1:
+        _leave_extra_ddp_rank()
+    ctx.run.save_model(module.model, model_cfg, model.cortical_sheets,
+                       extra={"seed": ctx.seed, "test_accuracy": section["test_accuracy"]})
+    ctx.save_figure(train_curves_figure(history.epochs), "train_curves")
+    section["headline"] = [ctx.headline("test_accuracy", section["test_accuracy"], "Test accuracy",
+                                        "test_accuracy", percent=True, epochs=section["epochs"])]
     return section
 
 
-# -- topography ----------------------------------------------------------------------------------------------------
-TOPOGRAPHY_DEFAULTS: dict[str, Any] = {
-    "stimulus_set": "kriegeskorte92",
-    "layers": None,            # null = the model's cortical-sheet layers (else its conv layers)
-    "n_bins": 10,
-    "max_distance_mm": None,   # null = half the sheet
-    "max_units": 4000,
-    "max_pairs": 200000,
-    "selectivity": "t",        # t | dprime
-    "patch_threshold": 4.0,    # on the smoothed map, in units of the selectivity statistic
-    "patch_smoothing_mm": 0.5,
-    "patch_min_units": 20,
-    "seed": 0,
-}
-# contrast -> (target metadata column, reference column or None = every other stimulus)
-CONTRASTS: dict[str, tuple[str, str | None]] = {
-    "face": ("face", None),
-    "body": ("body", None),
-    "animate": ("animate", "inanim"),
-}
+# -- topography ------------------------------------------------------------------------------------------------------
+def _sheets_to_analyse(ctx, model, layers: list[str] | None) -> tuple[list[str], dict]:
+    """The layers to analyse and a cortical sheet for each: the model's own sheets (from training), and a default
+    sheet (model.topography.sheet) for a layer trained without one. No layers named: the model's sheet layers,
+    else its convolutional layers (units with a spatial extent)."""
+    from workbench.models import build_sheets, layer_names, layer_unit_shapes
+
+    sheets = dict(getattr(model, "cortical_sheets", {}) or {})
+    layers = list(layers or sheets)
+    if not layers:
+        shapes = layer_unit_shapes(model, ctx.preprocess.image_size)
+        layers = [name for name in layer_names(model) if len(shapes[name]) == 3 and shapes[name][1] > 1]
+    missing = [layer for layer in layers if layer not in sheets]
+    if missing:  # a model trained without topography still gets analysed on a default sheet
+        sheets.update(build_sheets(model, ctx.model_config, layers=missing))
+    return layers, sheets
 
 
-def _topography_options(cfg: dict) -> dict[str, Any]:
-    opts = dict(TOPOGRAPHY_DEFAULTS)
-    opts.update(((cfg.get("model") or {}).get("topography") or {}).get("analysis") or {})
-    opts.update(cfg.get("topography") or {})
-    unknown = set(opts) - set(TOPOGRAPHY_DEFAULTS)
-    if unknown:
-        raise KeyError(f"unknown topography analysis option(s) {sorted(unknown)}; valid: {sorted(TOPOGRAPHY_DEFAULTS)}")
-    return opts
+def _layer_responses(ctx, model, stimulus_set: str, stimuli, layers: list[str]) -> tuple[dict, dict, np.ndarray]:
+    """Responses of each layer to ``stimuli``: the extract stage's activations when they hold the layer unprojected,
+    else extracted now. Returns ({layer: (n_stimuli, n_units)}, {layer: unit shape}, stimulus ids)."""
+    from workbench.features import extract_activations
 
-
-def _contrast_masks(metadata, contrasts=CONTRASTS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out = {}
-    for name, (target, reference) in contrasts.items():
-        if target not in metadata or (reference is not None and reference not in metadata):
-            raise KeyError(f"stimulus metadata lacks column {target!r}/{reference!r} for the {name} contrast; "
-                           f"columns are {list(metadata.columns)}")
-        t = metadata[target].to_numpy().astype(bool)
-        r = ~t if reference is None else metadata[reference].to_numpy().astype(bool) & ~t
-        out[name] = (t, r)
-    return out
-
-
-def _activations_for(run, cfg, model, stimuli, layers, stimulus_set):
-    """Cached activations of the extract stage when they hold the layers unprojected; else extract them now."""
-    from workbench.features import extract_activations, load_run_activations
-
-    arrays, shapes = {}, {}
-    try:
-        acts = load_run_activations(run, stimulus_set)
+    arrays, shapes, ids = {}, {}, None
+    if stimulus_set in ctx.run.activation_sets():
+        acts = ctx.run.load_activations(stimulus_set)
         for layer in layers:
             if layer in acts and acts.projection.get(layer) is None:
                 arrays[layer], shapes[layer] = acts[layer], acts.unit_shapes[layer]
         ids = np.asarray(acts.stimulus_ids)
-    except FileNotFoundError:
-        ids = None
     missing = [layer for layer in layers if layer not in arrays]
     if missing:
-        fresh = extract_activations(model, stimuli, missing, preprocess=cfg["model"].get("preprocess"),
-                                    device=cfg.get("device"), progress=False)
+        fresh = extract_activations(model, stimuli, missing, preprocess=ctx.preprocess, device=ctx.device,
+                                    progress=False)
         if ids is not None and not np.array_equal(np.asarray(fresh.stimulus_ids), ids):
             raise ValueError("cached and fresh activations list stimuli in different orders")
         ids = np.asarray(fresh.stimulus_ids)
@@ -259,104 +197,95 @@ def _activations_for(run, cfg, model, stimuli, layers, stimulus_set):
     return arrays, shapes, ids
 
 
-def topography_stage(run, cfg: dict) -> dict:
-    """Smoothness curves/indices, category selectivity maps and patches on the cortical sheets of the run's model."""
-    import matplotlib
+def _contrast_masks(metadata, contrasts: dict[str, str | None]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """contrast -> (target mask, reference mask) over the stimuli, from boolean metadata columns."""
+    out = {}
+    for target, reference in contrasts.items():
+        absent = [c for c in (target, reference) if c is not None and c not in metadata]
+        if absent:
+            raise ConfigError(f"topography.contrasts: the stimulus metadata has no column(s) {absent} for the "
+                              f"{target!r} contrast; its columns are {list(metadata.columns)}")
+        t = metadata[target].to_numpy().astype(bool)
+        r = ~t if reference is None else metadata[reference].to_numpy().astype(bool) & ~t
+        if not t.any() or not r.any():
+            raise ConfigError(f"topography.contrasts.{target}: {int(t.sum())} target and {int(r.sum())} reference "
+                              "stimuli; a contrast needs both")
+        out[target] = (t, r)
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from workbench.data import load_stimuli
-    from workbench.models import build_sheets, layer_names, layer_unit_shapes
+def _analyse_layer(responses: np.ndarray, positions: np.ndarray, masks: dict, opts) -> dict[str, Any]:
+    """Smoothness (and its position-shuffled control) and, per contrast, the selectivity map and its patches."""
     from workbench.models.topography import detect_patches, rasterize, selectivity, smoothness_curve
-    from workbench.pipeline import model_for_run
-    from workbench.utils import atomic_save_npz
 
-    opts = _topography_options(cfg)
-    model = model_for_run(run, cfg)
-    sheets = dict(getattr(model, "cortical_sheets", {}) or {})
-    layers = opts["layers"] or list(sheets)
-    if not layers:
-        shapes = layer_unit_shapes(model, int((cfg["model"].get("preprocess") or {}).get("image_size", 32)))
-        layers = [name for name in layer_names(model) if len(shapes[name]) == 3 and shapes[name][1] > 1]
-    if isinstance(layers, str):
-        layers = [layers]
-    missing = [layer for layer in layers if layer not in sheets]
-    if missing:  # a model trained without topography still gets analysed on a default sheet
-        sheets.update(build_sheets(model, cfg["model"], layers=missing))
+    curve_options = dict(n_bins=opts.n_bins, max_distance_mm=opts.max_distance_mm, max_units=opts.max_units,
+                         max_pairs=opts.max_pairs, seed=opts.seed)
+    curve = smoothness_curve(responses, positions, **curve_options)
+    rng = np.random.default_rng(opts.seed)
+    shuffled = smoothness_curve(responses, positions[rng.permutation(len(positions))], **curve_options)
+    contrasts, maps, values_of = {}, {}, {}
+    for name, (target, reference) in masks.items():
+        use = target | reference
+        values = selectivity(responses[use], target[use], method=opts.selectivity)
+        patches, smooth, extent = detect_patches(values, positions, threshold=opts.patch_threshold,
+                                                 smoothing_mm=opts.patch_smoothing_mm,
+                                                 min_units=opts.patch_min_units)
+        raw, _, _ = rasterize(values, positions, extent=None)
+        maps[name], values_of[name] = (raw, smooth, extent, patches), values.astype(np.float32)
+        contrasts[name] = {
+            "n_target": int(target.sum()), "n_reference": int(reference.sum()),
+            "fraction_above_threshold": float(np.mean(values > opts.patch_threshold)),
+            "max": float(values.max()), "n_patches": len(patches),
+            "patches": [p.to_dict() for p in patches[:10]],
+        }
+    return {"curve": curve, "shuffled": shuffled, "contrasts": contrasts, "maps": maps, "values": values_of}
 
-    stimuli = load_stimuli(opts["stimulus_set"])
-    arrays, shapes, ids = _activations_for(run, cfg, model, stimuli, layers, opts["stimulus_set"])
-    meta = stimuli.metadata.set_index("stimulus_id").loc[[str(i) for i in ids]].reset_index()
-    masks = _contrast_masks(meta)
 
-    section: dict[str, Any] = {"stimulus_set": opts["stimulus_set"], "selectivity_method": opts["selectivity"],
+def _check_sheet_fits(layer: str, unit_shape, sheet) -> None:
+    if tuple(unit_shape) != tuple(sheet.unit_shape) and int(np.prod(unit_shape)) != sheet.n_units:
+        raise ValueError(f"layer {layer}: activations have unit shape {tuple(unit_shape)}, the sheet "
+                         f"{sheet.unit_shape}")
+
+
+def topography_stage(ctx) -> dict:
+    """Smoothness curves and indices, category-selectivity maps and patches on the cortical sheets of the run's
+    model (options: ``topography``, workbench.training.config.TopographyConfig)."""
+    from workbench.data import STIMULUS_SETS, load_stimuli
+    from workbench.training.plots import selectivity_maps_figure, smoothness_figure
+
+    opts = ctx.config
+    model = ctx.model()
+    layers, sheets = _sheets_to_analyse(ctx, model, opts.layers)
+    stimuli = load_stimuli(opts.stimulus_set)
+    ctx.cite(STIMULUS_SETS, opts.stimulus_set)
+    arrays, shapes, ids = _layer_responses(ctx, model, opts.stimulus_set, stimuli, layers)
+    metadata = stimuli.metadata.set_index("stimulus_id").loc[[str(i) for i in ids]].reset_index()
+    masks = _contrast_masks(metadata, opts.contrasts)
+
+    section: dict[str, Any] = {"stimulus_set": opts.stimulus_set, "selectivity_method": opts.selectivity,
                                "layers": {}}
     curves, maps, cache = {}, {}, {}
-    for layer in layers:
+    for layer in ctx.progress(layers, "layers", unit="layer"):
         sheet = sheets[layer]
-        if tuple(shapes[layer]) != tuple(sheet.unit_shape) and int(np.prod(shapes[layer])) != sheet.n_units:
-            raise ValueError(f"layer {layer}: activations have unit shape {shapes[layer]}, the sheet "
-                             f"{sheet.unit_shape}")
-        responses, positions = arrays[layer], sheet.positions
-        curve = smoothness_curve(responses, positions, n_bins=opts["n_bins"], max_distance_mm=opts["max_distance_mm"],
-                                 max_units=opts["max_units"], max_pairs=opts["max_pairs"], seed=opts["seed"])
-        rng = np.random.default_rng(opts["seed"])
-        shuffled = smoothness_curve(responses, positions[rng.permutation(len(positions))], n_bins=opts["n_bins"],
-                                    max_distance_mm=opts["max_distance_mm"], max_units=opts["max_units"],
-                                    max_pairs=opts["max_pairs"], seed=opts["seed"])
-        curves[layer] = (curve, shuffled)
-        layer_section = {"smoothness_index": curve.index, "smoothness_index_shuffled": shuffled.index,
-                         "curve": curve.to_dict(), "unit_shape": list(sheet.unit_shape), "contrasts": {}}
-        for name, (target, reference) in masks.items():
-            use = target | reference
-            values = selectivity(responses[use], target[use], method=opts["selectivity"])
-            patches, smooth, extent = detect_patches(values, positions, threshold=opts["patch_threshold"],
-                                                     smoothing_mm=opts["patch_smoothing_mm"],
-                                                     min_units=opts["patch_min_units"])
-            raw, _, _ = rasterize(values, positions, extent=None)
-            maps[(layer, name)] = (raw, smooth, extent, patches)
-            cache[f"{layer}/{name}"] = values.astype(np.float32)
-            layer_section["contrasts"][name] = {
-                "n_target": int(target.sum()), "n_reference": int(reference.sum()),
-                "fraction_above_threshold": float(np.mean(values > opts["patch_threshold"])),
-                "max": float(values.max()), "n_patches": len(patches),
-                "patches": [p.to_dict() for p in patches[:10]],
-            }
-        cache[f"{layer}/positions"] = positions
-        section["layers"][layer] = layer_section
-    atomic_save_npz(run.subdir("cache/topography") / "selectivity.npz", **cache)
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for layer, (curve, shuffled) in curves.items():
-        line = ax.errorbar(curve.bin_centres, curve.mean_correlation, yerr=curve.sem, marker="o", ms=3,
-                           label=f"{layer} (SI {curve.index:.3f})")
-        ax.plot(shuffled.bin_centres, shuffled.mean_correlation, ls=":", color=line[0].get_color(),
-                label=f"{layer} shuffled")
-    ax.set(xlabel="cortical distance (mm)", ylabel="response correlation",
-           title=f"smoothness ({opts['stimulus_set']})")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    run.save_figure(fig, "topography_smoothness")
-    plt.close(fig)
-
-    fig, axes = plt.subplots(len(layers), len(masks), figsize=(3.2 * len(masks), 3.0 * len(layers)), squeeze=False)
-    for i, layer in enumerate(layers):
-        for j, name in enumerate(masks):
-            raw, smooth, extent, patches = maps[(layer, name)]
-            lim = float(np.nanmax(np.abs(raw))) or 1.0
-            im = axes[i, j].imshow(raw, origin="lower", extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim)
-            if np.isfinite(smooth).any() and np.nanmax(smooth) > opts["patch_threshold"]:
-                ys = np.linspace(extent[2], extent[3], smooth.shape[0])
-                xs = np.linspace(extent[0], extent[1], smooth.shape[1])
-                axes[i, j].contour(xs, ys, np.nan_to_num(smooth, nan=-np.inf), levels=[opts["patch_threshold"]],
-                                   colors="k", linewidths=0.8)
-            axes[i, j].set_title(f"{layer}: {name} ({len(patches)} patches)", fontsize=8)
-            axes[i, j].set_xlabel("mm", fontsize=7)
-            fig.colorbar(im, ax=axes[i, j], fraction=0.046, label=opts["selectivity"])
-    fig.tight_layout()
-    run.save_figure(fig, "topography_selectivity_maps")
-    plt.close(fig)
+        _check_sheet_fits(layer, shapes[layer], sheet)
+        result = _analyse_layer(arrays[layer], sheet.positions, masks, opts)
+        curves[layer] = (result["curve"], result["shuffled"])
+        maps.update({(layer, name): m for name, m in result["maps"].items()})
+        cache.update({f"{layer}/{name}": v for name, v in result["values"].items()})
+        cache[f"{layer}/positions"] = sheet.positions
+        section["layers"][layer] = {
+            "smoothness_index": result["curve"].index, "smoothness_index_shuffled": result["shuffled"].index,
+            "curve": result["curve"].to_dict(), "unit_shape": list(sheet.unit_shape),
+            "contrasts": result["contrasts"]}
+    ctx.run.save_arrays(ctx.run.topography_maps_path, **cache)
+    ctx.save_figure(smoothness_figure(curves, opts.stimulus_set), "topography_smoothness")
+    ctx.save_figure(selectivity_maps_figure(maps, layers, list(masks), opts.patch_threshold, opts.selectivity),
+                    "topography_selectivity_maps")
     section["summary"] = {f"{layer}_smoothness_index": section["layers"][layer]["smoothness_index"]
                           for layer in layers}
+    section["headline"] = [
+        ctx.headline(f"{layer}_smoothness_index", section["layers"][layer]["smoothness_index"],
+                     f"Smoothness index ({layer})", f"layers.{layer}.smoothness_index", layer=layer,
+                     shuffled=section["layers"][layer]["smoothness_index_shuffled"])
+        for layer in layers]
     return section

@@ -1,0 +1,110 @@
+"""Figures of the align stage. Each function returns a matplotlib Figure; the stage saves it.
+
+``layer_profile`` draws one panel per metric from the ``LayerProfile`` each metric describes (score against layer,
+with intervals and ceilings), so a metric registered by a plugin gets its panel without plotting code of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass
+class ProfileSeries:
+    """One line of a layer-profile panel: a value per layer, optional intervals and a ceiling."""
+
+    label: str
+    values: Sequence[float]
+    intervals: Sequence[Sequence[float]] | None = None   # (lower, upper) per layer: drawn as error bars
+    ceiling: float | tuple[float, float] | None = None   # a number: dashed line; (lower, upper): shaded band
+    ceiling_label: str = ""
+
+
+@dataclass
+class LayerProfile:
+    title: str
+    ylabel: str
+    series: list[ProfileSeries] = field(default_factory=list)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def layer_profile(layers: list[str], profiles: list[LayerProfile]):
+    """One panel per profile, side by side, layers on the x axis."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(profiles), figsize=(6 * len(profiles), 4), squeeze=False)
+    x = np.arange(len(layers))
+    for ax, profile in zip(axes[0], profiles):
+        for k, series in enumerate(profile.series):
+            _draw_series(ax, x, k, series)
+        ax.set_xticks(x, layers, rotation=45, ha="right")
+        ax.set_ylabel(profile.ylabel)
+        ax.set_title(profile.title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_series(ax, x: np.ndarray, k: int, series: ProfileSeries) -> None:
+    values = np.asarray(series.values, dtype=float)
+    colour = f"C{k}"
+    if series.intervals is not None:
+        ci = np.asarray(series.intervals, dtype=float)
+        # neighbouring series are shifted a little so that their error bars do not hide each other
+        ax.errorbar(x + 0.08 * k, values, yerr=[values - ci[:, 0], ci[:, 1] - values], marker="o", capsize=3,
+                    color=colour, label=series.label)
+    else:
+        ax.plot(x, values, marker="o", color=colour, label=series.label)
+    if isinstance(series.ceiling, tuple):
+        ax.axhspan(*series.ceiling, color=colour, alpha=0.15, label=series.ceiling_label)
+    elif series.ceiling is not None:
+        ax.axhline(series.ceiling, color=colour, ls="--", label=series.ceiling_label)
+
+
+def rdm_panels(rdms: Sequence[np.ndarray], titles: list[str], suptitle: str):
+    """RDMs side by side as percentile ranks of their dissimilarities (comparable colour scales)."""
+    from scipy.stats import rankdata
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(rdms), figsize=(3.2 * len(rdms), 3.2))
+    n = rdms[0].shape[0]
+    upper = np.triu_indices(n, 1)
+    for ax, mat, title in zip(np.atleast_1d(axes), rdms, titles):
+        ranked = np.zeros((n, n))
+        ranked[upper] = rankdata(mat[upper]) / len(upper[0])
+        ranked = ranked + ranked.T
+        ax.imshow(ranked, cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def best_neuroid_predictions(predictions: np.ndarray, actual: np.ndarray, r: np.ndarray, neuroid_ids: Sequence[str],
+                             title: str, n_neuroids: int = 4, unit: str = "spikes / 100 ms"):
+    """Held-out predictions against recorded responses for the ``n_neuroids`` best-predicted neuroids."""
+    plt = _pyplot()
+    top = np.argsort(-np.nan_to_num(r, nan=-2))[:n_neuroids]
+    fig, axes = plt.subplots(1, len(top), figsize=(3.2 * len(top), 3.2), squeeze=False)
+    for ax, j in zip(axes[0], top):
+        ax.scatter(predictions[:, j], actual[:, j], s=4, alpha=0.5)
+        lo = min(predictions[:, j].min(), actual[:, j].min())
+        hi = max(predictions[:, j].max(), actual[:, j].max())
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_title(f"{neuroid_ids[j]}: r = {r[j]:.2f}", fontsize=9)
+        ax.set_xlabel("predicted (held-out)")
+        ax.set_ylabel(f"actual ({unit})" if unit else "actual")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,29 @@
+"""Schema of the extract stage's section (``extract``, configs/extract/). No torch here: the pipeline imports every
+schema to validate a config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.config import ConfigError, bounded, default_list
+
+__all__ = ["ExtractConfig"]
+
+
+@dataclass
+class ExtractConfig:
+    """Activations of the run's model for each stimulus set, cached in <run>/cache/activations."""
+
+    # registered stimulus sets (workbench.data.STIMULUS_SETS; a plugin may add its own)
+    stimulus_sets: list[str] = default_list("kriegeskorte92", "cowley_v4_201025", "cowley_v4_210325")
+    layers: list[str] | None = None                 # null = every named layer of the model (models.layer_names)
+    batch_size: int = bounded(64, min=1)
+    # e.g. 4096: a fixed random Gaussian projection of wider layers (bounded memory); null = full layers
+    projection_dim: int | None = bounded(None, min=1)
+
+    def __post_init__(self):
+        repeated = sorted({s for s in self.stimulus_sets if self.stimulus_sets.count(s) > 1})
+        if repeated:
+            raise ConfigError(f"stimulus_sets lists {repeated} more than once")
+        if self.layers is not None and not self.layers:
+            raise ConfigError("layers is an empty list; name at least one layer, or null for every named layer")
