@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from conftest import compose_config
 from workbench.config import ConfigError, parse
@@ -22,7 +21,9 @@ def _align(section):
 
 @pytest.mark.parametrize("name", ["default", "tiny"])
 def test_align_yaml_parses_with_the_default_metrics(name):
-    cfg = _align(yaml.safe_load((ROOT / f"configs/align/{name}.yaml").read_text()))
+    from conftest import compose_config
+
+    cfg = _align(compose_config(["run_dir=x", "sweep_dir=y", f"align={name}"])["align"])
     assert cfg.metrics == ["rsa", "ridge"]
     assert cfg.settings["rsa"].targets == ["hIT", "mIT"] and cfg.settings["rsa"].rdm_set == "kriegeskorte2008"
     assert all(d.startswith("cowley_v4_") for d in cfg.settings["ridge"].datasets)

@@ -3,7 +3,6 @@
 import ast
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -71,6 +70,30 @@ def test_yaml_defaults_agree_with_the_schema(stage):
     assert to_dict(parse(schema, text, spec.key)) == expected
     missing = _missing_keys(expected, text)
     assert not missing, f"configs/{spec.key}/default.yaml does not document {missing}"
+
+
+@pytest.mark.parametrize("stage", _schema_stages())
+def test_tiny_yaml_starts_from_the_defaults_and_overrides_only_what_differs(stage):
+    """configs/<section>/tiny.yaml inherits default.yaml (so every key can still be overridden on the command line
+    under preset=tiny) and restates no default."""
+    spec = STAGES.get(stage)
+    path = ROOT / "configs" / spec.key / "tiny.yaml"
+    if not path.exists():
+        pytest.skip(f"no tiny settings for {spec.key}: preset=tiny uses its defaults")
+    tiny = yaml.safe_load(path.read_text()) or {}
+    assert tiny.pop("defaults", None) == ["default"], f"{path} should start with `defaults: [default]`"
+    restated = _restated(defaults(spec.resolve_config()), tiny)
+    assert not restated, f"{path} restates defaults {restated}"
+
+
+def _restated(base, given, prefix=""):
+    out = []
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and base[key]:
+            out += _restated(base[key], value, f"{prefix}{key}.")
+        elif key in base and base[key] == value:
+            out.append(prefix + key)
+    return out
 
 
 def _missing_keys(expected, given, prefix=""):
@@ -156,3 +179,15 @@ def test_the_registries_exist_at_every_extension_point():
             if registry is not STAGES:
                 assert registry.citations(name), f"{registry.kind} {name!r} carries no citation"
     assert {"rsa", "ridge", "pls", "cka"} <= set(METRICS.names())
+
+
+@pytest.mark.parametrize("section, given, new", [
+    ("attribute", {"targets": {"neural_sites": {"session": "201025"}}}, "attribute.targets.neural_sites.dataset"),
+    ("attribute", {"targets": {"class": "predicted"}}, "attribute.targets.class_target"),
+    ("align", {"regression": {"sessions": ["201025"]}}, "align.settings.ridge"),
+    ("intervene", {"v4_session": "210325"}, "intervene.v4_dataset"),
+])
+def test_a_renamed_key_says_its_new_name(section, given, new):
+    schema = STAGES.get(section).resolve_config()
+    with pytest.raises(ConfigError, match=f"was renamed: use {re.escape(new)}"):
+        parse(schema, given, section)

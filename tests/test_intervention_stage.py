@@ -21,6 +21,7 @@ def _cfg(**intervene) -> dict:
     model = yaml.safe_load((ROOT / "configs/model/small_cnn.yaml").read_text())
     model["width"] = 8
     tiny = yaml.safe_load((ROOT / "configs/intervene/tiny.yaml").read_text())
+    assert tiny.pop("defaults") == ["default"]
     tiny.update(intervene)
     return {
         "study": "test_intervene", "seed": 0, "device": "cpu", "stages": ["intervene"],
@@ -39,6 +40,7 @@ def _run(tmp_path, cfg) -> dict:
 
 def test_tiny_yaml_only_overrides_what_differs_from_the_defaults():
     tiny = yaml.safe_load((ROOT / "configs/intervene/tiny.yaml").read_text())
+    tiny.pop("defaults")
     base = defaults(InterveneConfig)
     assert set(tiny) < set(base)
     assert all(tiny[k] != base[k] for k in tiny), [k for k in tiny if tiny[k] == base[k]]

@@ -82,8 +82,11 @@ def _coerce(tp: Any, value: Any, where: str, meta: Mapping[str, Any] = types.Map
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1:  # `X | None`: X's own error says it best
+            return _coerce(arms[0], value, where, meta)
         errors = []
-        for arm in [a for a in args if a is not type(None)]:
+        for arm in arms:
             try:
                 return _coerce(arm, value, where, meta)
             except ConfigError as err:

@@ -126,23 +126,18 @@ class RunDir:
         return self.cache / "readouts" / source / f"{layer}.npz"
 
     def save_readout(self, source: str, layer: str, **arrays) -> Path:
-        from workbench.utils import atomic_save_npz
-
-        return atomic_save_npz(self.readout_path(source, layer), **arrays)
+        return self.save_arrays(self.readout_path(source, layer), **arrays)
 
     def readout_layers(self, source: str) -> list[str]:
         folder = self.path / "cache" / "readouts" / source
         return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
 
     def load_readout(self, source: str, layer: str) -> dict:
-        import numpy as np
-
         path = self.readout_path(source, layer)
         if not path.is_file():
             raise FileNotFoundError(f"no fitted readout {path}; run the align stage with recordings {source!r} "
                                     f"first (readouts here: {self.readout_layers(source)})")
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return self.load_arrays(path)
 
     def _npz_artefact(self, relative: str) -> Path:
         return self.path / "cache" / relative

@@ -23,7 +23,7 @@ This module imports nothing heavy: the pipeline imports every stage's schema to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from workbench.config import ConfigError, bounded, default_list, default_of, parse
 from workbench.registry import nearest
@@ -115,6 +115,9 @@ class CKAConfig(RecordingsConfig):
 
 @dataclass
 class AlignConfig:
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "rsa": "settings.rsa", "regression": "settings.ridge (or settings.pls; list the metric in metrics)"}
+
     layers: list[str] | None = None              # null = every layer the extract stage wrote
     metrics: list[str] = default_list("rsa", "ridge")   # METRICS entries to score, in order (also: pls, cka)
     settings: dict[str, Any] = default_of(dict)  # metric name -> its settings (its schema's defaults fill the rest)

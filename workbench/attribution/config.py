@@ -9,7 +9,7 @@ fails at the start of a run, not after training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from workbench.config import ConfigError, bounded, default_list, default_of
 from workbench.registry import nearest
@@ -45,6 +45,8 @@ class NeuralSitesConfig:
     """Neuroids of a data set whose linear readouts the align stage fitted (``run.load_readout(dataset, layer)``);
     their maps are computed on that data set's images, so ``dataset`` is also a stimulus set."""
 
+    renamed_keys: ClassVar[dict[str, str]] = {"session": "dataset (cowley_v4_<session>)"}
+
     dataset: str = "cowley_v4_201025"
     layers: list[str] | None = None                      # null = the earliest layers with a readout, up to max_layers
     max_layers: int = bounded(1, min=1)
@@ -53,6 +55,8 @@ class NeuralSitesConfig:
 
 @dataclass
 class TargetsConfig:
+    renamed_keys: ClassVar[dict[str, str]] = {"class": "class_target"}
+
     # the class logit: each image's predicted class, a fixed class index, or null (no class target)
     class_target: Literal["predicted"] | int | None = "predicted"
     units: list[UnitSpec] = default_list(UnitSpec("conv3", channel=0))

@@ -8,7 +8,7 @@ selections (``selections``, ``site_kind``) are names in ``workbench.intervention
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from workbench.config import ConfigError, bounded, default_list, default_of
 
@@ -18,6 +18,8 @@ Effect = Literal["cifar", "responses92", "rsa", "v4"]
 
 @dataclass
 class InterveneConfig:
+    renamed_keys: ClassVar[dict[str, str]] = {"v4_session": "v4_dataset (cowley_v4_<session>)"}
+
     layer: str | None = None              # null = the model's last topography layer (else its last (C, H, W) layer)
     response_layer: str | None = None     # where response changes and RSA are measured; null = the layer after it
     mode: Literal["zero", "mean"] = "zero"  # mean: the mean over the CIFAR-10 selectivity half
