@@ -41,7 +41,8 @@ def test_default_yaml_is_the_schema_and_tiny_overrides_it(tiny_config):
 @pytest.mark.parametrize("given, words", [
     ({"n_imgs": 3}, ["'n_imgs'", "did you mean 'n_images'"]),
     ({"methods": ["saliency", "integrated_gradient"]}, ["'integrated_gradient'", "did you mean 'integrated_gradients'"]),
-    ({"targets": {"neural_sites": {"session": "201025"}}}, ["'session'", "attribute.targets.neural_sites", "dataset"]),
+    ({"targets": {"neural_sites": {"session": "201025"}}},
+     ["neural_sites.session was renamed", "neural_sites.dataset"]),
     ({"targets": {"units": [{"layer": "conv3"}]}}, ["exactly one of unit", "channel"]),
     ({"targets": {"class_target": "predictd"}}, ["attribute.targets.class_target", "did you mean 'predicted'"]),
     ({"ig": {"integration": "riemann"}}, ["attribute.ig.integration", "gausslegendre"]),

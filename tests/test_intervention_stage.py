@@ -60,7 +60,7 @@ def test_tiny_yaml_only_overrides_what_differs_from_the_defaults():
     ({"selections": ["random"]}, ["'random' is not a selective lesion", "top_k"]),
     ({"site_kind": "disc"}, ["site_kind", "did you mean 'disk'"]),
     ({"contrasts": {}}, ["contrasts needs at least one category"]),
-    ({"v4_session": "210325"}, ["'v4_session'", "valid keys"]),
+    ({"v4_session": "210325"}, ["intervene.v4_session was renamed", "intervene.v4_dataset"]),
 ])
 def test_bad_options_name_the_key_and_the_fix(given, words):
     with pytest.raises(ConfigError) as err:
