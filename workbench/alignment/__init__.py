@@ -10,8 +10,9 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "workbench.alignment.ceiling": ("ceiled_scores", "spearman_brown", "split_half_ceiling"),
-    "workbench.alignment.cka": ("linear_cka",),
+    "workbench.alignment.ceiling": ("ceiled_scores", "spearman_brown", "split_half_ceiling", "split_half_correlations",
+                                    "split_half_masks"),
+    "workbench.alignment.cka": ("cka", "linear_cka", "linear_cka_biased", "linear_cka_unbiased", "rbf_cka"),
     "workbench.alignment.inference": ("RSAResult", "bootstrap_indices", "bootstrap_rsa", "noise_ceiling"),
     "workbench.alignment.regression": ("DEFAULT_ALPHAS", "EncodingResult", "PLSEncoder", "RidgeEncoder",
                                        "cross_validate_encoding", "make_folds", "ridge_cv_predictions"),

@@ -32,7 +32,7 @@ from workbench.registry import nearest
 RESERVED_SECTION_KEYS = ("layers", "summary", "headline", "references", "seconds", "captions")
 # Keys of a recordings metric's section beside its data sets (metrics.json: align.<metric>.<dataset>).
 RECORDINGS_SECTION_KEYS = ("method", "n_folds", "standardize", "n_components", "ceiled_score_definitions",
-                           "ceiling_definition")
+                           "ceiling_definition", "ceiling_options", "kernel", "estimator", "rbf_bandwidth")
 
 # The same names as workbench.alignment.rsa.RDM_METRICS / COMPARE_METHODS (a test keeps them equal); written out
 # because that module imports torch. crossnobis is left out: it needs repeated measurements, a layer has one.
@@ -84,8 +84,25 @@ class RecordingsConfig:
 
 @dataclass
 class EncodingConfig(RecordingsConfig):
+    """Encoding metrics; the ceiling_* keys choose the split-half ceiling (workbench.alignment.ceiling)."""
+
     n_folds: int = bounded(5, min=2)
     readouts: bool = True     # save the full-data readouts to cache/readouts/<dataset>/ (attribute's neural sites)
+    # equal: a cell with an odd number of repeats drops one at random per split (Spearman-Brown's equal halves);
+    # unequal: floor(k/2) vs ceil(k/2) repeats, every repeat used
+    ceiling_halves: Literal["equal", "unequal"] = "equal"
+    # kept_repeats: Spearman-Brown factor 2 (reliability of the repeats both halves hold); all_repeats: the factor to
+    # the mean of all valid repeats, the means that are scored (equal halves only)
+    ceiling_corrected_to: Literal["kept_repeats", "all_repeats"] = "kept_repeats"
+    # per_split: correct each split's r, then average (Brain-Score's order); mean_r: correct the mean r once
+    ceiling_spearman_brown_order: Literal["per_split", "mean_r"] = "per_split"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ceiling_corrected_to == "all_repeats" and self.ceiling_halves != "equal":
+            raise ConfigError("ceiling_corrected_to: all_repeats needs ceiling_halves: equal (its Spearman-Brown "
+                              "factor assumes halves of equal size); set ceiling_halves: equal or "
+                              "ceiling_corrected_to: kept_repeats")
 
 
 @dataclass
@@ -110,7 +127,22 @@ class PLSConfig(EncodingConfig):
 
 @dataclass
 class CKAConfig(RecordingsConfig):
-    """Linear CKA between a layer's activations and the recorded responses to the same images."""
+    """CKA between a layer's activations and the recorded responses to the same images (workbench.alignment.cka).
+
+    The split-half ceiling exists for the linear kernel with the unbiased estimator only (see
+    workbench.alignment.metrics.cka); its halves need not be equal (the unbiased HSIC of two independent halves is
+    unbiased whatever their sizes), so every repeat is used.
+    """
+
+    kernel: Literal["linear", "rbf"] = "linear"             # names of workbench.alignment.cka.KERNELS
+    estimator: Literal["unbiased", "biased"] = "unbiased"   # HSIC: unbiased (Song et al. 2012) | biased (Kornblith)
+    rbf_bandwidth: float = 1.0   # kernel: rbf only; sigma as a fraction of the median distance between stimuli
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.rbf_bandwidth > 0:
+            raise ConfigError(f"rbf_bandwidth is a positive fraction of the median distance (e.g. 1.0), got "
+                              f"{self.rbf_bandwidth}")
 
 
 @dataclass

@@ -20,7 +20,7 @@ SPEARMAN_BROWN = "Spearman, C. (1910); Brown, W. (1910). British Journal of Psyc
 CEILED_SCORE_DEFINITIONS = {
     "r2_over_c": "r^2 / c (explained fraction of the explainable variance; Brain-Score 2026 convention)",
     "r_over_c_sq": "(r / c)^2 (square of the classic ceiled correlation r / c)",
-    "c": "per-neuroid split-half reliability, Spearman-Brown corrected"}
+    "c": "per-neuroid split-half reliability, Spearman-Brown corrected (options: ceiling_options)"}
 
 
 class EncodingMetric(RecordingsMetric):
@@ -37,7 +37,13 @@ class EncodingMetric(RecordingsMetric):
         raise NotImplementedError
 
     def header(self) -> dict[str, Any]:
-        return {"method": self.method, "n_folds": self.settings.n_folds}
+        return {"method": self.method, "n_folds": self.settings.n_folds, "ceiling_options": self.ceiling_options()}
+
+    def ceiling_options(self) -> dict[str, Any]:
+        """Keyword arguments of split_half_ceiling beyond trials and seed (workbench.alignment.ceiling)."""
+        return {"n_splits": self.settings.ceiling_splits, "halves": self.settings.ceiling_halves,
+                "corrected_to": self.settings.ceiling_corrected_to,
+                "spearman_brown_order": self.settings.ceiling_spearman_brown_order}
 
     def score(self, ctx, layers: list[str]) -> MetricResult:
         section: dict[str, Any] = {**self.header(), "ceiled_score_definitions": CEILED_SCORE_DEFINITIONS}
@@ -53,7 +59,7 @@ class EncodingMetric(RecordingsMetric):
         ids = [str(s) for s in acts.stimulus_ids]
         responses = recording(dataset, ids)
         trials = recording(dataset, ids, trials=True)
-        ceiling = None if trials is None else split_half_ceiling(trials, self.settings.ceiling_splits, ctx.seed)
+        ceiling = None if trials is None else split_half_ceiling(trials, seed=ctx.seed, **self.ceiling_options())
         Y = responses.values
         neuroid_ids = np.asarray([str(s) for s in responses.coords["neuroid_id"].values])
         sec: dict[str, Any] = {"n_stimuli": int(Y.shape[0]), "n_neuroids": int(Y.shape[1]), "layers": {}}
