@@ -1,12 +1,15 @@
-"""Encoding models against scikit-learn on real V4 responses; split-half ceiling; unbiased CKA."""
+"""Encoding models against scikit-learn on real V4 responses; the scikit-learn estimator contract; split-half
+ceiling; unbiased CKA."""
 
 import numpy as np
 import pytest
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.linear_model import RidgeCV
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from workbench.alignment import (DEFAULT_ALPHAS, PLSEncoder, RidgeEncoder, ceiled_scores, cross_validate_encoding,
-                                 linear_cka, make_folds, ridge_cv_predictions, spearman_brown, split_half_ceiling)
+                                 linear_cka, make_folds, median_pearson_r, median_pearson_scorer, ridge_cv_predictions,
+                                 spearman_brown, split_half_ceiling)
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +22,13 @@ def v4(data_root):
     X = np.maximum(resp.values @ rng.normal(size=(resp.shape[1], 600)) + 3 * rng.normal(size=(resp.shape[0], 600)),
                    0)
     return X, resp
+
+
+# Every check of scikit-learn's estimator suite passes (none is expected to fail); check_array_api_input is skipped
+# by scikit-learn itself unless SCIPY_ARRAY_API=1 is set, and the encoders do not claim array-API support.
+@parametrize_with_checks([RidgeEncoder(), RidgeEncoder(standardize=True, alpha_per_target=True), PLSEncoder()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
 
 
 def test_fast_ridge_path_equals_sklearn_ridgecv(v4):
@@ -38,7 +48,74 @@ def test_fast_ridge_path_equals_sklearn_ridgecv(v4):
     np.testing.assert_allclose(pt[te], ref.predict(X[te]), atol=1e-6, rtol=0)
 
 
+def test_fast_standardized_path_equals_scaler_then_ridgecv(v4):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, resp = v4
+    Y = resp.values
+    X = X * np.random.default_rng(1).uniform(0.1, 10, size=X.shape[1])  # units on different scales
+    folds = make_folds(len(Y), 4, seed=2)
+    pred, alphas = ridge_cv_predictions(X, Y, folds, DEFAULT_ALPHAS, standardize=True)
+    for (tr, te), alpha in zip(folds, alphas):
+        ref = make_pipeline(StandardScaler(), RidgeCV(alphas=DEFAULT_ALPHAS)).fit(X[tr], Y[tr])
+        assert ref[-1].alpha_ == alpha
+        np.testing.assert_allclose(pred[te], ref.predict(X[te]), atol=1e-6, rtol=0)
+
+
+def test_fast_path_survives_a_large_common_offset(v4):
+    # the Gram matrix is formed from features centred by their mean, so an offset of 1e4 (Gram entries ~1e12 if
+    # uncentred) costs no accuracy: still RidgeCV's alphas and predictions
+    X, resp = v4
+    X, Y = X[:240, :300] + 1e4, resp.values[:240]
+    folds = make_folds(len(Y), 3, seed=0)
+    pred, alphas = ridge_cv_predictions(X, Y, folds, DEFAULT_ALPHAS)
+    for (tr, te), alpha in zip(folds, alphas):
+        ref = RidgeCV(alphas=DEFAULT_ALPHAS).fit(X[tr], Y[tr])
+        assert ref.alpha_ == alpha
+        np.testing.assert_allclose(pred[te], ref.predict(X[te]), atol=1e-6, rtol=0)
+
+
+def test_torch_backend_equals_numpy_backend(v4):
+    # the accelerator path runs the same functions on float64 torch tensors; on CPU tensors it must give the
+    # numpy path's alphas and dual weights
+    import torch
+
+    from workbench.alignment.regression import _ridge_dual
+
+    X, resp = v4
+    Xc = X[:300] - X[:300].mean(0)
+    yc = resp.values[:300] - resp.values[:300].mean(0)
+    K = Xc @ Xc.T
+    for per_target in (False, True):
+        alpha_np, dual_np = _ridge_dual(K, yc, DEFAULT_ALPHAS, per_target)
+        alpha_t, dual_t = _ridge_dual(torch.as_tensor(K), torch.as_tensor(yc), DEFAULT_ALPHAS, per_target)
+        np.testing.assert_array_equal(alpha_t, alpha_np)
+        np.testing.assert_allclose(dual_t.numpy(), dual_np, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA device")
+def test_ridge_encoder_on_cuda_equals_ridgecv(v4):
+    X, resp = v4
+    Y = resp.values
+    enc = RidgeEncoder(DEFAULT_ALPHAS, device="cuda").fit(X[:360], Y[:360])
+    ref = RidgeCV(alphas=DEFAULT_ALPHAS).fit(X[:360], Y[:360])
+    assert enc.alpha_ == ref.alpha_
+    np.testing.assert_allclose(enc.predict(X[360:]), ref.predict(X[360:]), atol=1e-6, rtol=0)
+
+
+def test_alpha_choice_follows_ridgecv_update_rule():
+    from workbench.alignment.regression import _first_best
+
+    # RidgeCV's rule, per target: a later alpha replaces the best so far only when strictly better, so ties keep the
+    # earlier alpha and NaN (never better, never beaten, as comparisons with NaN are false) changes nothing
+    errors = np.array([[2.0, np.nan, 1.0], [1.0, 3.0, 1.0], [1.0, np.nan, 0.5]])
+    assert _first_best(errors).tolist() == [1, 0, 2]
+    assert int(_first_best(np.array([3.0, 2.0, 2.0, 5.0]))) == 1
+
+
 def test_ridge_encoder_estimator_api(v4):
+    from sklearn.metrics import r2_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -46,14 +123,41 @@ def test_ridge_encoder_estimator_api(v4):
     Y = resp.values
     enc = RidgeEncoder(DEFAULT_ALPHAS).fit(X[:360], Y[:360])
     ref = RidgeCV(alphas=DEFAULT_ALPHAS).fit(X[:360], Y[:360])
+    assert enc.alpha_ == ref.alpha_
     np.testing.assert_allclose(enc.coef_, ref.coef_, atol=1e-8)
+    np.testing.assert_allclose(enc.intercept_, ref.intercept_, atol=1e-8)
     np.testing.assert_allclose(enc.predict(X[360:]), ref.predict(X[360:]), atol=1e-6, rtol=0)
     std = RidgeEncoder(DEFAULT_ALPHAS, standardize=True).fit(X[:360], Y[:360])
-    ref = make_pipeline(StandardScaler(), RidgeCV(alphas=DEFAULT_ALPHAS)).fit(X[:360], Y[:360])
-    np.testing.assert_allclose(std.predict(X[360:]), ref.predict(X[360:]), atol=1e-6, rtol=0)
-    assert -1 <= enc.score(X[360:], Y[360:]) <= 1
+    ref_std = make_pipeline(StandardScaler(), RidgeCV(alphas=DEFAULT_ALPHAS)).fit(X[:360], Y[:360])
+    np.testing.assert_allclose(std.predict(X[360:]), ref_std.predict(X[360:]), atol=1e-6, rtol=0)
+    per = RidgeEncoder(DEFAULT_ALPHAS, alpha_per_target=True).fit(X[:360], Y[:360])
+    ref_per = RidgeCV(alphas=DEFAULT_ALPHAS, alpha_per_target=True).fit(X[:360], Y[:360])
+    np.testing.assert_array_equal(per.alpha_, ref_per.alpha_)
+    np.testing.assert_allclose(per.predict(X[360:]), ref_per.predict(X[360:]), atol=1e-6, rtol=0)
+    # score is R^2 (sklearn's regressor contract), not the field's median r
+    assert enc.score(X[360:], Y[360:]) == pytest.approx(r2_score(Y[360:], enc.predict(X[360:])), abs=1e-12)
+    assert enc.score(X[360:], Y[360:]) == pytest.approx(ref.score(X[360:], Y[360:]), abs=1e-8)
     one = RidgeEncoder(DEFAULT_ALPHAS).fit(X[:360], Y[:360, 0])
-    assert one.predict(X[360:]).shape == (120,)
+    ref_one = RidgeCV(alphas=DEFAULT_ALPHAS).fit(X[:360], Y[:360, 0])
+    assert one.predict(X[360:]).shape == (120,) and one.coef_.shape == (600,) and isinstance(one.intercept_, float)
+    np.testing.assert_allclose(one.predict(X[360:]), ref_one.predict(X[360:]), atol=1e-6, rtol=0)
+
+
+def test_median_pearson_scorer_in_cross_val_score(v4):
+    from sklearn.model_selection import KFold, cross_val_score
+
+    X, resp = v4
+    Y = resp.values
+    cv = KFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(RidgeEncoder(DEFAULT_ALPHAS), X, Y, cv=cv, scoring=median_pearson_scorer)
+    for score, (tr, te) in zip(scores, cv.split(X)):
+        pred = RidgeCV(alphas=DEFAULT_ALPHAS).fit(X[tr], Y[tr]).predict(X[te])
+        r = [np.corrcoef(pred[:, j], Y[te, j])[0, 1] for j in range(Y.shape[1])]  # by hand, neuroid by neuroid
+        assert score == pytest.approx(np.median(r), abs=1e-10)
+    # one neuroid: the score is its r; a constant prediction has no r and is left out
+    assert median_pearson_r(Y[:, 0], 2 * Y[:, 0] + 1) == pytest.approx(1.0)
+    both = np.c_[Y[:, 0], Y[:, 1]]
+    assert median_pearson_r(both, np.c_[-Y[:, 0], np.ones(len(Y))]) == pytest.approx(-1.0)
 
 
 def test_pls_encoder_equals_sklearn(v4):
@@ -63,6 +167,57 @@ def test_pls_encoder_equals_sklearn(v4):
     ref = PLSRegression(10, scale=False).fit(X[:360], Y[:360])
     np.testing.assert_allclose(enc.predict(X[360:]), ref.predict(X[360:]), atol=1e-8)
     np.testing.assert_allclose(X[360:] @ enc.coef_.T + enc.intercept_, ref.predict(X[360:]), atol=1e-8)
+    # one target: 1-D predictions, as PLSRegression gives
+    one = PLSEncoder(2).fit(X[:50], Y[:50, 0])
+    ref_one = PLSRegression(2, scale=False).fit(X[:50], Y[:50, 0])
+    assert one.predict(X[:50]).shape == (50,) == ref_one.predict(X[:50]).shape
+    np.testing.assert_allclose(one.predict(X[360:]), ref_one.predict(X[360:]), atol=1e-8)
+    np.testing.assert_allclose(X[360:] @ one.coef_ + one.intercept_, ref_one.predict(X[360:]), atol=1e-8)
+    assert PLSEncoder(25).fit(X[:10, :4], Y[:10]).n_components_ == 4  # capped at the number of units
+
+
+@pytest.mark.parametrize("encoder", [RidgeEncoder(), PLSEncoder(2)], ids=["ridge", "pls"])
+def test_estimator_contract_on_bad_input(encoder):
+    from scipy import sparse
+    from sklearn.base import is_regressor
+    from sklearn.exceptions import NotFittedError
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 5)), rng.normal(size=50)
+    assert is_regressor(encoder)
+    with pytest.raises(NotFittedError):
+        encoder.predict(X)
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        encoder.fit(X + 1j, y)
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
+        encoder.fit(X[:, 0], y)
+    with pytest.raises(ValueError, match="0 feature"):
+        encoder.fit(np.empty((50, 0)), y)
+    with pytest.raises(TypeError, match="Sparse data.*toarray"):
+        encoder.fit(sparse.csr_matrix(X), y)
+    fitted = encoder.fit(X, y)
+    assert fitted is encoder and not [k for k in vars(encoder) if k.startswith("_")]  # only fitted attributes_
+    with pytest.raises(ValueError, match="X has 4 features"):
+        encoder.predict(X[:, :4])
+
+
+def test_cross_validation_inputs_are_checked(v4):
+    from scipy import sparse
+
+    X, resp = v4
+    Y = resp.values
+    with pytest.raises(ValueError, match="features must be 2-D.*features\\[:, None\\]"):
+        cross_validate_encoding(X[:, 0], Y)
+    with pytest.raises(TypeError, match="sparse.*toarray"):
+        cross_validate_encoding(sparse.csr_matrix(X), Y)
+    with pytest.raises(ValueError, match="Complex data"):
+        cross_validate_encoding(X + 0j, Y)
+    with pytest.raises(ValueError, match="0 feature"):
+        cross_validate_encoding(X[:, :0], Y)
+    with pytest.raises(ValueError, match="alphas must be"):
+        ridge_cv_predictions(X, Y, make_folds(len(Y), 3), alphas=[1.0, -1.0])
+    res = cross_validate_encoding(X, Y[:, 0], n_folds=3)  # one neuroid as a 1-D vector
+    assert res.r_per_fold.shape == (3, 1)
 
 
 def test_cross_validate_encoding(v4):

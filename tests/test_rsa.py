@@ -149,10 +149,11 @@ def _tied_rdms(rng, k, n, levels):
 @pytest.mark.parametrize("method", ["kendall_tau_a", "spearman"])
 def test_rank_kernels_equal_rsatoolbox_with_ties(scheme, method):
     # the compiled per-sample kernels (weighted Fenwick sweep, weighted ranks of the pooled subjects) on vectors
-    # full of ties, where tie-group handling in the sweeps and in the pooled ranks matters
+    # full of ties, where tie-group handling in the sweeps and in the pooled ranks matters; 135 samples are two
+    # full groups of the 64 samples that the tau-a kernel sweeps together, and a partly filled third
     rng = np.random.default_rng(1)
     models, data = _tied_rdms(rng, 3, 9, 3), _tied_rdms(rng, 3, 9, 4)
-    n = 25
+    n = 135
     fn = {"stimuli": eval_bootstrap_pattern, "both": eval_bootstrap}[scheme]
     np.random.seed(3)
     with warnings.catch_warnings():
@@ -180,3 +181,74 @@ def test_rank_kernels_equal_torch_path(hit, models, monkeypatch, scheme, method)
     np.testing.assert_allclose(fast.ceiling_samples, slow.ceiling_samples, atol=1e-12, rtol=0)
     np.testing.assert_allclose(fast.scores, slow.scores, atol=1e-12, rtol=0)
     np.testing.assert_allclose(fast.noise_ceiling, slow.noise_ceiling, atol=1e-12, rtol=0)
+
+
+def _tau_a_materialised(x, y, w):
+    """Reference: Kendall tau-a (rsatoolbox's definition) of the multiset in which entry p occurs w[p] times,
+    written out copy by copy: sum over copy pairs of sign products / number of copy pairs."""
+    X, Y = np.repeat(x, w), np.repeat(y, w)
+    s = np.sign(X[:, None] - X[None, :]) * np.sign(Y[:, None] - Y[None, :])
+    N = len(X)
+    return np.triu(s, 1).sum() / (N * (N - 1) / 2)
+
+
+@pytest.mark.parametrize("lane_type", [np.int16, np.int32])
+def test_batched_tau_kernel_equals_materialised_multiset(lane_type):
+    # model_tau_a sweeps up to LANES samples at once (int16 lanes up to 256 stimuli, int32 beyond); check every
+    # sample of several lane groups, the last one partly filled, on vectors with many ties and on continuous ones
+    from workbench.alignment import _rank_kernels as rk
+
+    if not rk.available():
+        pytest.skip("numba missing")
+    rng = np.random.default_rng(4)
+    n = 14
+    ii, jj = (np.ascontiguousarray(a, dtype=np.int64) for a in np.triu_indices(n, 1))
+    P = len(ii)
+    vecs = [rng.integers(0, 3, P).astype(float), rng.integers(0, 6, P).astype(float), rng.normal(size=P),
+            rng.normal(size=P)]
+    plans = [rk.sort_plan(v) for v in vecs]
+    orders, starts, dense = (np.stack([p[i] for p in plans]) for i in range(3))
+    G = np.array([p[3] for p in plans], dtype=np.int64)
+    oidx, fidx = np.array([0, 2, 1, 3, 2]), np.array([1, 0, 3, 2, 3])  # ties in the sweep order and in the tree
+    B = 2 * rk.LANES + 5
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(B)]).astype(np.int64)
+    L = rk.LANES
+    got = rk._model_tau_a(counts, ii, jj, orders, starts, dense, G, oidx, fidx, np.zeros((P, L), lane_type),
+                          np.empty((G.max() + 1, L), lane_type), np.empty((G.max(), L), lane_type),
+                          np.empty(L, lane_type), np.empty(L, lane_type))
+    assert got.shape == (B, len(oidx))
+    for b in range(B):
+        w = counts[b, ii] * counts[b, jj]
+        want = [_tau_a_materialised(vecs[o], vecs[f], w) for o, f in zip(oidx, fidx)]
+        np.testing.assert_allclose(got[b], want, atol=1e-12, rtol=0)
+    np.testing.assert_array_equal(rk.model_tau_a(counts, ii, jj, orders, starts, dense, G, oidx, fidx), got)
+
+
+def test_radix_sorted_groups_equal_stable_argsort():
+    from workbench.alignment import _rank_kernels as rk
+
+    if not rk.available():
+        pytest.skip("numba missing")
+    rng = np.random.default_rng(2)
+    for top in (1, 200, 70000, 2 ** 40):  # one to six 8-bit passes, and all-zero input
+        x = rng.integers(0, top, 500).astype(np.int64)
+        order, starts = np.empty(500, np.int64), np.empty(500, np.bool_)
+        rk._sorted_groups(x, order, starts, np.empty(500, np.int64), np.empty(256, np.int64))
+        np.testing.assert_array_equal(order, np.argsort(x, kind="stable"))
+        np.testing.assert_array_equal(starts, np.r_[True, np.diff(x[order]) != 0])
+
+
+@pytest.mark.parametrize("method", ["kendall_tau_a", "spearman"])
+def test_rank_kernels_in_threads_equal_one_thread(hit, models, monkeypatch, method):
+    # enough samples for several lane groups per thread; three threads split them at lane-group boundaries
+    import workbench.alignment.inference as inference
+
+    if not inference._rank_kernels.available():
+        pytest.skip("numba missing")
+    monkeypatch.setattr(inference._rank_kernels, "n_threads", lambda: 1)
+    one = bootstrap_rsa(models, hit, method, n_bootstrap=300, scheme="both", seed=2, progress=False)
+    monkeypatch.setattr(inference._rank_kernels, "n_threads", lambda: 3)
+    three = bootstrap_rsa(models, hit, method, n_bootstrap=300, scheme="both", seed=2, progress=False)
+    np.testing.assert_array_equal(one.samples, three.samples)
+    np.testing.assert_array_equal(one.ceiling_samples, three.ceiling_samples)
+    assert np.isfinite(one.samples).all()

@@ -258,21 +258,20 @@ def _use_rank_kernels(method: str, dev: torch.device) -> bool:
     return method in RANK_KERNEL_METHODS and dev.type == "cpu" and _rank_kernels.available()
 
 
-def _int_pair_weights(counts: np.ndarray, n: int) -> np.ndarray:
-    r, c = np.triu_indices(n, 1)
-    counts = np.ascontiguousarray(counts, dtype=np.int64)
-    return np.ascontiguousarray(counts[:, r] * counts[:, c])
-
-
 class _RankPlans:
-    """Sort plans of the fixed model and subject vectors, shared by all samples."""
+    """Sort plans of the fixed model and subject vectors, shared by all samples; the kernels take stimulus counts
+    (B, n) and run on chunks of samples in threads."""
 
     def __init__(self, models: np.ndarray, data: np.ndarray):
         self.M, self.S = models.shape[0], data.shape[0]
+        n = n_from_condensed(models.shape[1])
+        if n * n > 2 ** 31:  # the batched tau-a sweep sums pair weights (at most n(n-1)/2) in int32
+            raise ValueError(f"RDMs of {n} stimuli are too large for the compiled rank kernels (at most 46340)")
+        self.ii, self.jj = (np.ascontiguousarray(a, dtype=np.int64) for a in np.triu_indices(n, 1))
         self.mp = [_rank_kernels.sort_plan(v) for v in models]
         self.dp = [_rank_kernels.sort_plan(v) for v in data]
-        self.d_orders = np.stack([p[0] for p in self.dp])
-        self.d_starts = np.stack([p[1] for p in self.dp])
+        self.m_orders, self.m_starts = np.stack([p[0] for p in self.mp]), np.stack([p[1] for p in self.mp])
+        self.d_orders, self.d_starts = np.stack([p[0] for p in self.dp]), np.stack([p[1] for p in self.dp])
         self._tau = None
 
     def tau_plans(self):
@@ -284,21 +283,26 @@ class _RankPlans:
                     oidx.append(m if by_model else self.M + s)
                     fidx.append(self.M + s if by_model else m)
             plans = self.mp + self.dp
-            self._tau = (np.stack([p[0] for p in plans]), np.stack([p[1] for p in plans]),
-                         np.array(oidx, dtype=np.int64), np.array(fidx, dtype=np.int64))
+            self._tau = tuple(np.stack([p[i] for p in plans]) for i in range(3)) + (
+                np.array([p[3] for p in plans], dtype=np.int64), np.array(oidx, dtype=np.int64),
+                np.array(fidx, dtype=np.int64))
         return self._tau
 
-    def model_scores(self, W: np.ndarray, method: str) -> np.ndarray:
-        """(B, M, S) scores for pair weights W (B, P)."""
+    def model_scores(self, counts: np.ndarray, method: str) -> np.ndarray:
+        """(B, M, S) scores for stimulus counts (B, n)."""
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
         if method == "kendall_tau_a":
-            return _rank_kernels.model_tau_a(W, *self.tau_plans()).reshape(W.shape[0], self.M, self.S)
-        m_orders = np.stack([p[0] for p in self.mp])
-        m_starts = np.stack([p[1] for p in self.mp])
-        return _rank_kernels.model_spearman(W, m_orders, m_starts, self.d_orders, self.d_starts)
+            out = _rank_kernels.in_threads(_rank_kernels.model_tau_a, counts, self.ii, self.jj, *self.tau_plans())
+            return out.reshape(counts.shape[0], self.M, self.S)
+        return _rank_kernels.in_threads(_rank_kernels.model_spearman, counts, self.ii, self.jj, self.m_orders,
+                                        self.m_starts, self.d_orders, self.d_starts)
 
-    def ceilings(self, W: np.ndarray, D: np.ndarray, method: str) -> np.ndarray:
-        return _rank_kernels.ceiling_rank(W, np.ascontiguousarray(D, dtype=np.int64), self.d_orders, self.d_starts,
-                                          method == "spearman")
+    def ceilings(self, counts: np.ndarray, D: np.ndarray, method: str) -> np.ndarray:
+        """(B, 2) noise ceilings for stimulus counts (B, n) and subject counts (B, S)."""
+        kernel = _rank_kernels.ceiling_spearman if method == "spearman" else _rank_kernels.ceiling_tau_a
+        return _rank_kernels.in_threads(kernel, np.ascontiguousarray(counts, dtype=np.int64),
+                                        np.ascontiguousarray(D, dtype=np.int64), self.ii, self.jj, self.d_orders,
+                                        self.d_starts, split=2)
 
 
 def _counts(idx: np.ndarray, size: int) -> np.ndarray:
@@ -340,7 +344,7 @@ def _bootstrap_ceilings(data: torch.Tensor, plans: "_RankPlans | None", c_counts
     for i in range(0, len(todo), step):
         sel = todo[i:i + step]
         if plans is not None:
-            ceil_u[sel] = plans.ceilings(_int_pair_weights(uniq[sel, :n], n), uniq[sel, n:], method)
+            ceil_u[sel] = plans.ceilings(uniq[sel, :n], uniq[sel, n:], method)
         else:
             cs = None if all_stim else torch.as_tensor(uniq[sel, :n], dtype=DTYPE, device=dev)
             ds = torch.as_tensor(uniq[sel, n:], dtype=DTYPE, device=dev)
@@ -355,9 +359,9 @@ def _full_data_scores(models: torch.Tensor, data: torch.Tensor, plans: "_RankPla
     S, n = data.shape[0], n_from_condensed(data.shape[1])
     ones_c = torch.ones(1, n, dtype=DTYPE, device=dev)
     if plans is not None:
-        ones_w = np.ones((1, data.shape[1]), dtype=np.int64)
-        full = plans.model_scores(ones_w, method)[0].mean(-1)
-        nc = plans.ceilings(ones_w, np.ones((1, S), dtype=np.int64), method)[0] if S >= 2 else None
+        once = np.ones((1, n), dtype=np.int64)  # every stimulus once
+        full = plans.model_scores(once, method)[0].mean(-1)
+        nc = plans.ceilings(once, np.ones((1, S), dtype=np.int64), method)[0] if S >= 2 else None
     else:
         full = _model_scores(models, data, ones_c, method, fold_subjects=False)[0].mean(-1).cpu().numpy()
         nc = _ceiling_rows(data, None, torch.ones(1, S, dtype=DTYPE, device=dev), method)[0].cpu().numpy() \
@@ -422,7 +426,7 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
     for i in range(0, len(todo), batch_size):
         sel = todo[i:i + batch_size]
         if plans is not None:
-            sc = plans.model_scores(_int_pair_weights(uniq_c[sel], n), method)
+            sc = plans.model_scores(uniq_c[sel], method)
             scores_u[sel] = sc.mean(-1, keepdims=True) if fold else sc
         else:
             c = torch.as_tensor(uniq_c[sel], dtype=DTYPE, device=dev)

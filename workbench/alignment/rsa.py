@@ -285,7 +285,7 @@ def tau_a_numerator(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None,
     correction = (group_sq(_group_starts(ys)) - group_sq(_group_starts(key_sorted))) / 2
     earlier = torch.cumsum(ws, dim=-1) - ws
     sweep = _numba_sweep() if w.device.type == "cpu" else None
-    if sweep is not None:  # CPU: a compiled scalar sweep per row (rows in parallel) beats the batched one
+    if sweep is not None:  # CPU: a compiled scalar sweep per row beats the batched one
         n_active = active.sum(-1).cpu().numpy().astype(np.int64)
         total = torch.as_tensor(sweep(rxs.cpu().numpy(), ws.cpu().numpy(), earlier.cpu().numpy(), n_active, P),
                                 dtype=w.dtype, device=w.device)
@@ -315,48 +315,12 @@ def tau_a_numerator(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None,
     return total - correction
 
 
-_SWEEP = []
-
-
 def _numba_sweep():
-    """The per-row Fenwick sweep compiled with numba (installed with shap), or None when numba is missing."""
-    if _SWEEP:
-        return _SWEEP[0]
-    try:
-        from numba import njit, prange
-    except ImportError:  # pragma: no cover - the torch sweep is used instead
-        _SWEEP.append(None)
-        return None
+    """The per-row Fenwick sweep compiled with numba (``_rank_kernels.sweep_rows``, cached on disk), or None when
+    numba is missing."""
+    from workbench.alignment import _rank_kernels
 
-    @njit(parallel=True, cache=False)
-    def sweep(rxs, ws, earlier, n_active, P):  # pragma: no cover - compiled
-        out = np.zeros(rxs.shape[0])
-        for row in prange(rxs.shape[0]):
-            tree = np.zeros(P + 1)
-            acc = 0.0
-            for j in range(n_active[row]):
-                rank = rxs[row, j]
-                i = rank
-                lt = 0.0
-                while i > 0:
-                    lt += tree[i]
-                    i &= i - 1
-                i = rank + 1
-                le = 0.0
-                while i > 0:
-                    le += tree[i]
-                    i &= i - 1
-                wj = ws[row, j]
-                acc += wj * (lt - (earlier[row, j] - le))
-                i = rank + 1
-                while i <= P:
-                    tree[i] += wj
-                    i += i & (-i)
-            out[row] = acc
-        return out
-
-    _SWEEP.append(sweep)
-    return sweep
+    return _rank_kernels.sweep_rows if _rank_kernels.available() else None
 
 
 def weighted_tau_a(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:

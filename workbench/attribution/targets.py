@@ -74,7 +74,9 @@ class Target:
         return {"kind": self.kind, "layer": self.layer, "label": self.label}
 
     def weights(self, unit_shape: tuple[int, ...], model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """(w, b) with target = flatten(layer output) @ w + b; validated against the layer's unit shape."""
+        """(w, b) with target = flatten(layer output) @ w + b; validated against the layer's unit shape.
+
+        Any floating dtype: ``TargetForward`` casts them to the dtype the model computes in."""
         raise NotImplementedError
 
 
@@ -115,9 +117,9 @@ class ClassTarget(Target):
             raise ValueError(f"the model output must be (N, n_classes) for a class target, got unit shape {unit_shape}")
         if not 0 <= self.index < n:
             raise ValueError(f"class {self.index} is out of range: the model has {n} outputs (0..{n - 1})")
-        w = torch.zeros(n)
+        w = torch.zeros(n, dtype=torch.float64)
         w[self.index] = 1.0
-        return w, torch.zeros(())
+        return w, torch.zeros((), dtype=torch.float64)
 
 
 @dataclass
@@ -147,7 +149,7 @@ class UnitTarget(Target):
 
     def weights(self, unit_shape, model):
         n = int(np.prod(unit_shape))
-        w = torch.zeros(n)
+        w = torch.zeros(n, dtype=torch.float64)
         if self.unit is not None:
             w[_flat_index(self.unit, unit_shape, self.layer)] = 1.0
         else:
@@ -157,7 +159,7 @@ class UnitTarget(Target):
                 raise ValueError(f"channel {c} is out of range for layer {self.layer!r} with {n_channels} channels")
             per_channel = n // n_channels
             w[c * per_channel:(c + 1) * per_channel] = 1.0 / per_channel
-        return w, torch.zeros(())
+        return w, torch.zeros((), dtype=torch.float64)
 
 
 @dataclass
@@ -209,8 +211,8 @@ class PatchTarget(Target):
 
     def weights(self, unit_shape, model):
         inside = self.mask(unit_shape, model)
-        w = torch.from_numpy(inside.astype(np.float32) / inside.sum())
-        return w, torch.zeros(())
+        w = torch.from_numpy(inside.astype(np.float64) / inside.sum())
+        return w, torch.zeros((), dtype=torch.float64)
 
 
 @dataclass
@@ -311,7 +313,7 @@ class NeuralSiteTarget(Target):
             if mean.shape != (n,):
                 raise ValueError(f"feature_mean must be ({n},)")
             b = b - float(w @ mean)
-        return torch.from_numpy(w.astype(np.float32)), torch.tensor(b, dtype=torch.float32)
+        return torch.from_numpy(w.astype(np.float64)), torch.tensor(b, dtype=torch.float64)
 
 
 def as_target(target: Any) -> Target:
@@ -337,22 +339,35 @@ def as_target(target: Any) -> Target:
 
 
 class TargetForward(nn.Module):
-    """``x -> (N, 1)`` target values: the model, a hook on the named layer and a fixed linear reduction."""
+    """``x -> (N, 1)`` target values: the model, a hook on the named layer and a fixed linear reduction.
 
-    def __init__(self, model: nn.Module, target: Target, example: torch.Tensor):
+    The layer hook is registered for the duration of each forward pass only, so nothing stays attached to the
+    model between calls. ``unit_shape`` (the layer's output shape per image) skips the probe forward pass on
+    ``example`` when it is already known. While ``recorded`` is a list, each forward pass appends its (detached)
+    output to it: methods whose library forward pass runs on the inputs themselves read f(x) from it.
+    """
+
+    def __init__(self, model: nn.Module, target: Target, example: torch.Tensor | None = None, *,
+                 unit_shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None):
         super().__init__()
         self.model = model
         self.target = target
         self._captured: list[torch.Tensor] = []
-        self._handle = None
-        if target.layer is not None:
-            self._handle = resolve_layer(model, target.layer).register_forward_hook(self._capture)
-        with torch.no_grad():
-            features = self._features(example[:1])
-        self.unit_shape = tuple(features.shape[1:])
+        self.recorded: list[torch.Tensor] | None = None
+        # a tuple, not an attribute: an nn.Module attribute would register the layer a second time as our child
+        self._layer = (resolve_layer(model, target.layer),) if target.layer is not None else ()
+        if unit_shape is None:
+            if example is None:
+                raise ValueError("TargetForward needs an example input (or the layer's unit_shape, dtype, device)")
+            with torch.no_grad():
+                features = self._features(example[:1])
+            unit_shape, dtype, device = tuple(features.shape[1:]), features.dtype, features.device
+        self.unit_shape = tuple(unit_shape)
         w, b = target.weights(self.unit_shape, model)
-        self.register_buffer("weight", w.to(features.dtype).to(features.device))
-        self.register_buffer("bias", b.to(features.dtype).to(features.device))
+        # the reduction in the features' dtype (float64, bfloat16... as the model computes)
+        self.register_buffer("weight", w.to(device=device, dtype=dtype))
+        self.register_buffer("bias", b.to(device=device, dtype=dtype))
 
     def _capture(self, module, inputs, output):
         if not isinstance(output, torch.Tensor):
@@ -360,10 +375,14 @@ class TargetForward(nn.Module):
         self._captured.append(output)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._layer:
+            return self.model(x)
         self._captured.clear()
-        out = self.model(x)
-        if self.target.layer is None:
-            return out
+        handle = self._layer[0].register_forward_hook(self._capture)
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
         if len(self._captured) != 1:
             n = len(self._captured)
             self._captured.clear()
@@ -371,14 +390,22 @@ class TargetForward(nn.Module):
                 f"layer {self.target.layer!r} ran {n} times in one forward pass; its output is ambiguous. "
                 "Pick a layer that runs once (a reused module has one name for several places in the network)."
             )
-        feats = self._captured.pop()
-        return feats
+        return self._captured.pop()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self._features(x).flatten(1)
-        return (feats @ self.weight + self.bias).unsqueeze(1)
+        feats = self._features(x)
+        if tuple(feats.shape[1:]) != self.unit_shape:
+            where = f"layer {self.target.layer!r}" if self.target.layer is not None else "the model output"
+            raise ValueError(
+                f"{where} gives units of shape {tuple(feats.shape[1:])}, but the target was bound to shape "
+                f"{self.unit_shape}: the model changed after it was first used for attribution; call "
+                "workbench.attribution.safety.clear_model_cache() to forget what was learnt about it"
+            )
+        out = (feats.flatten(1) @ self.weight + self.bias).unsqueeze(1)
+        if self.recorded is not None:
+            self.recorded.append(out.detach())
+        return out
 
     def remove(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        """Nothing to remove (the layer hook lives for one forward pass); kept for callers of earlier versions."""
+        self._captured.clear()

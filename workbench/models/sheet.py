@@ -20,15 +20,19 @@ __all__ = ["CorticalSheet", "channel_tile_shape"]
 
 
 def channel_tile_shape(n_channels: int) -> tuple[int, int]:
-    """A near-square (rows, cols) lattice with rows * cols >= n_channels and rows <= cols."""
+    """The channel tile (rows, cols) with rows * cols == n_channels exactly and rows the largest divisor <= sqrt.
+
+    This is TopoLoss's cortical sheet (Deb et al. 2025, ``find_cortical_sheet_size``): every slot holds a channel,
+    so no empty slot takes part in the weight-smoothness blur, and channel c sits at (c // cols, c % cols) as in its
+    ``(height width)`` reshape. A channel count without a near-square factor pair gets an elongated tile
+    (10 -> 2 x 5, a prime p -> 1 x p); set the sheet's ``grid`` to choose another tile.
+    """
     if n_channels < 1:
         raise ValueError(f"a layer needs at least one channel, got {n_channels}")
-    root = int(math.floor(math.sqrt(n_channels)))
-    # An exact, not too elongated factorisation leaves no empty slots (e.g. 32 -> 4 x 8, not 5 x 7).
-    for rows in range(root, 0, -1):
-        if n_channels % rows == 0 and n_channels // rows <= 2 * rows:
-            return rows, n_channels // rows
-    return root, int(math.ceil(n_channels / root))
+    rows = int(math.isqrt(n_channels))
+    while n_channels % rows:
+        rows -= 1
+    return rows, n_channels // rows
 
 
 class CorticalSheet:
@@ -40,7 +44,8 @@ class CorticalSheet:
     size_mm: side length of the square sheet in mm (TDANN uses ~ 1.3-70 mm depending on the area; only the ratio
         of distances to the loss's 1/(d+1) matters, so pick it so that a neighbourhood spans a few mm).
     grid: optional (rows, cols) of unit slots for the whole sheet. It must hold the layer: rows = H * tile_rows and
-        cols = W * tile_cols with tile_rows * tile_cols >= C. None sizes the sheet to the most square tile.
+        cols = W * tile_cols with tile_rows * tile_cols >= C. None sizes the tile with ``channel_tile_shape`` (no
+        empty slots).
     jitter: uniform jitter of every position, as a fraction of the slot spacing (0 = exact lattice, < 0.5 keeps
         slots from crossing).
     seed: seed of the jitter (and of ``shuffle_channels``).

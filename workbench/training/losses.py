@@ -1,13 +1,18 @@
 """Topographic losses: push simulated neighbours on a cortical sheet to behave alike.
 
-1. ``spatial_correlation`` (TDANN form; Lee et al. 2020, Margalit et al. 2024): in random neighbourhoods of the
-   sheet, the pairwise Pearson correlations of unit responses over the batch should follow 1/(d + 1) of their
-   cortical distance d (mm). Loss = (1 - Pearson(response correlations, 1/(d + 1))) / 2, in [0, 1].
-2. ``weight_smoothness`` (TopoLoss; Deb et al. 2025): the sheet of incoming-weight vectors of a layer's channels
-   (laid out as the channel tile of the cortical sheet) should be close to its blurred self; blur = bilinear
-   down-sampling by ``factor`` and up-sampling back. Loss = 1 - mean cosine similarity(W, blur(W)), in [0, 2].
+1. ``spatial_correlation`` (TDANN form; Lee et al. 2020, Margalit et al. 2024; ``neuroailab/TDANN``): in square
+   windows of the sheet at uniform random centres, trimmed to one size, the pairwise Pearson correlations of unit
+   responses over the batch should follow 1/(d + 1) of their cortical distance d (mm).
+   Loss = (1 - Pearson(response correlations, 1/(d + 1))) / 2, in [0, 1]; scale-free, as TDANN's.
+   The earlier form of this package (k nearest units, absolute eps) stays available: ``neighbourhood: knn``,
+   ``eps: 1.0e-6``.
+2. ``weight_smoothness`` (TopoLoss; Deb et al. 2025; ``toponets/topoloss`` ``laplacian_pyramid_loss``): the sheet
+   of incoming-weight vectors of a layer's channels (laid out as the channel tile of the cortical sheet) should be
+   close to its blurred self; blur = bilinear down-sampling by ``scale_factor = 1/factor`` and up-sampling back.
+   Loss = 1 - mean cosine similarity(W, blur(W)), in [0, 2].
 
-Both are float32 whatever the autocast dtype, finite with finite gradients on constant responses or weights.
+Both compute in float32 whatever the autocast dtype (float64 for float64 inputs), finite with finite gradients on
+constant responses or weights.
 
 A loss is a registered ``nn.Module`` class ``Loss(sheet, <options>, model=None)`` with a ``needs_activations``
 flag; its options are its constructor's keyword arguments, set under ``model.topography.<loss name>`` and checked
@@ -17,26 +22,30 @@ against the signature (``workbench.models.config.loss_options_schema``), so a pl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from workbench.models.sheet import CorticalSheet
 from workbench.registry import Registry
 
 __all__ = [
     "LOSSES", "spatial_correlation_loss", "pearson_rows", "SpatialCorrelationLoss", "WeightSmoothnessLoss",
-    "sample_neighbourhoods", "TopographyObjective", "parse_topography", "weight_sheet",
+    "sample_neighbourhoods", "window_neighbourhoods", "window_members", "trim_neighbourhoods", "TopographyObjective",
+    "parse_topography", "weight_sheet", "topoloss_blur", "target_stats",
 ]
 
-_EPS = 1e-6
+_KNN_EPS = 1e-6  # the absolute eps of the earlier form (``eps`` option); 0 = TDANN's scale-free correlation
+_TDANN_MIN_UNITS = 25  # collapse_and_trim_neighborhoods' min_nb_size
+_TDANN_KEEP_FRACTION = 0.95  # ... and its keep_fraction: trim to the 5th-percentile window count
 LOSSES: Registry[type] = Registry("topographic loss")
 
 
-def pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
+def pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = _KNN_EPS) -> torch.Tensor:
     """Pearson correlation of matching rows of a and b (..., P); eps keeps constant rows at r = 0, finite grads."""
     a = a - a.mean(-1, keepdim=True)
     b = b - b.mean(-1, keepdim=True)
@@ -45,45 +54,119 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = _EPS) -> torch.T
     return num / den
 
 
+def _safe_rsqrt(sum_sq: torch.Tensor, eps: float) -> torch.Tensor:
+    """1 / sqrt(sum_sq + eps); with eps = 0 a zero sum gives 0 (TDANN's corrcoef sets a zero std to 1, so a
+    constant unit correlates 0 with everything) with a zero, not NaN, gradient, and nothing depends on scale."""
+    if eps > 0:
+        return torch.rsqrt(sum_sq + eps)
+    positive = sum_sq > 0
+    return torch.where(positive, torch.rsqrt(torch.where(positive, sum_sq, torch.ones_like(sum_sq))), 0.0)
+
+
+class _SpatialCorrelation(torch.autograd.Function):
+    """Per neighbourhood, Pearson r between the response correlations of its units and its centred target, over
+    the off-diagonal pairs. x: (m, B, k) responses of the m neighbourhoods' k units to the batch; target: (m, k, k)
+    from ``_centred_target``. The backward is written out because it is most of the loss's cost: with
+    z = normalised x and C = z^T z, dr/dC = inv * target - r * inv^2 * (C - mean C) off the diagonal (symmetric),
+    so dr/dz = 2 z dr/dC, one matmul where autograd runs two plus a dozen passes over the (m, k, k) pairs.
+    Few, large operations throughout: on a busy CPU every parallel operation waits for its threads' turn."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+        n_batch, k = x.shape[1:]
+        var, mean_x = torch.var_mean(x, dim=1, correction=0, keepdim=True)
+        scale = _safe_rsqrt(var * n_batch, eps)                              # (m, 1, k); 0 for constant units
+        z = torch.sub(x, mean_x).mul_(scale)                                  # centred over the batch, unit norm
+        corr = torch.bmm(z.transpose(1, 2), z)                                # (m, k, k) response correlations
+        diag = torch.diagonal(corr, dim1=1, dim2=2)
+        # sum of all C_ij = |sum_i z_i|^2: the off-diagonal mean from (m, B) numbers, not a pass over the pairs
+        total = torch.linalg.vector_norm(z.sum(2), dim=1) ** 2
+        mean = (total - diag.sum(1)) / (k * (k - 1))
+        # The target is centred with a zero diagonal: sum(C * target) is already the off-diagonal covariance.
+        cross = (corr * target).sum((1, 2))
+        centred = corr.sub_(mean[:, None, None])
+        ss = torch.linalg.vector_norm(centred.flatten(1), dim=1) ** 2 - (diag * diag).sum(1)
+        inv = _safe_rsqrt(ss.clamp_min(0.0), eps)
+        r = cross * inv
+        ctx.save_for_backward(z, scale, target, centred, inv, r)
+        return r
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_r: torch.Tensor):
+        z, scale, target, centred, inv, r = ctx.saved_tensors
+        a = (2.0 * grad_r * inv)[:, None, None]
+        b = (-2.0 * grad_r * r * inv * inv)[:, None, None]
+        grad_corr = torch.mul(centred, b).addcmul_(target, a)
+        torch.diagonal(grad_corr, dim1=1, dim2=2).zero_()
+        grad_z = torch.bmm(z, grad_corr)                                      # (m, B, k)
+        # Through z = x * scale (scale = 1/|x|): dx = scale * (dz - z <z, dz>). The centring needs no step: z has
+        # zero batch mean, so dz = z (dL/dC) and z <z, dz> have too.
+        along = (z * grad_z).sum(1, keepdim=True)
+        return grad_z.addcmul_(z, along, value=-1.0).mul_(scale), None, None
+
+
+def _target_with_diagonal(pos: torch.Tensor) -> torch.Tensor:
+    """1/(d + 1) of every pair of each neighbourhood (m, k, 2) -> (m, k, k); the diagonal is 1."""
+    # Differences, not the matmul form of cdist, which loses ~1e-3 mm on near pairs in float32.
+    return torch.cdist(pos, pos, compute_mode="donot_use_mm_for_euclid_dist").add_(1.0).reciprocal_()
+
+
+def target_stats(pos: torch.Tensor, eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Off-diagonal mean of 1/(d + 1) and 1 / the norm of its centred off-diagonal entries, per neighbourhood
+    (m, k, 2) -> (m,), (m,). They depend on positions only, so a loss module computes them once per neighbourhood."""
+    k = pos.shape[1]
+    target = _target_with_diagonal(pos)
+    target.diagonal(dim1=1, dim2=2).zero_()
+    mean = target.sum((1, 2)) / (k * (k - 1))
+    target.sub_(mean[:, None, None]).diagonal(dim1=1, dim2=2).zero_()
+    return mean, _safe_rsqrt((target * target).sum((1, 2)), eps)
+
+
+def _centred_target(pos: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(1/(d + 1) - mean) * scale off the diagonal, 0 on it: the target centred over the off-diagonal pairs with
+    unit norm. Each pair appears twice in the symmetric matrix, which leaves the Pearson correlation unchanged
+    and spares gathering (and scattering back) a triangle."""
+    distance = torch.cdist(pos, pos, compute_mode="donot_use_mm_for_euclid_dist").add_(1.0)
+    target = torch.addcdiv((-mean * scale)[:, None, None], scale[:, None, None], distance)   # one pass
+    target.diagonal(dim1=1, dim2=2).zero_()
+    return target
+
+
 def spatial_correlation_loss(responses: torch.Tensor, positions: torch.Tensor, neighbourhoods: torch.Tensor,
-                             eps: float = _EPS) -> torch.Tensor:
-    """TDANN spatial correlation loss, averaged over neighbourhoods.
+                             eps: float = 0.0, stats: tuple[torch.Tensor, torch.Tensor] | None = None
+                             ) -> torch.Tensor:
+    """TDANN spatial correlation loss (``spacetorch.losses.losses_torch.spatial_correlation_loss``), averaged over
+    neighbourhoods: (1 - Pearson(unit response correlations, 1/(d + 1))) / 2 over the pairs of each neighbourhood.
 
     responses: (batch, n_units) of one layer; positions: (n_units, 2) in mm; neighbourhoods: (m, k) unit indices.
+    eps: 0 is TDANN's form (scale-free: only the response correlations matter); > 0 adds it under every square
+    root, the earlier form of this package (1e-6), which makes the loss depend on the response scale.
+    stats: ``target_stats`` of the neighbourhoods' positions (with the same eps), if already known.
     """
     if responses.ndim != 2 or responses.shape[1] != positions.shape[0]:
         raise ValueError(f"responses must be (batch, n_units={positions.shape[0]}), got {tuple(responses.shape)}")
     if responses.shape[0] < 2:
         raise ValueError("the spatial correlation loss needs a batch of at least 2 (correlations are over the batch)")
+    if neighbourhoods.ndim != 2 or neighbourhoods.shape[1] < 3:
+        raise ValueError(f"neighbourhoods must be (m, k >= 3) unit indices, got {tuple(neighbourhoods.shape)}")
     # float32 even inside a bf16/fp16 autocast region: correlations of near-identical units need the mantissa.
     with torch.autocast(device_type=responses.device.type, enabled=False):
-        x = responses.float()[:, neighbourhoods]                              # (B, m, k)
-        x = x - x.mean(0, keepdim=True)
-        # eps under the root: a unit with constant response gets a zero vector, not a 0/0.
-        x = x / torch.sqrt((x * x).sum(0, keepdim=True) + eps)
-        corr = torch.bmm(x.transpose(0, 1).transpose(1, 2), x.transpose(0, 1))  # (m, k, k)
+        dtype = torch.float64 if responses.dtype == torch.float64 else torch.float32
+        m, k = neighbourhoods.shape
+        x = responses.to(dtype).index_select(1, neighbourhoods.reshape(-1)).view(-1, m, k).transpose(0, 1)
         with torch.no_grad():
-            # Target: 1/(d+1) over the off-diagonal pairs, centred and scaled to unit norm, zero on the diagonal.
-            # Each pair appears twice in the symmetric matrix, which leaves the Pearson correlation unchanged,
-            # and working on the full matrix avoids gathering (and scattering back) the upper triangle.
-            pos = positions.float()[neighbourhoods]                           # (m, k, 2)
-            k = neighbourhoods.shape[1]
-            off = ~torch.eye(k, dtype=torch.bool, device=pos.device)
-            target = 1.0 / (torch.cdist(pos, pos) + 1.0)
-            n_pairs = k * (k - 1)
-            target = torch.where(off, target - (target * off).sum((1, 2), keepdim=True) / n_pairs, 0.0)
-            target = target / torch.sqrt((target * target).sum((1, 2), keepdim=True) + eps)
-        diag = torch.diagonal(corr, dim1=1, dim2=2)
-        total = corr.sum((1, 2)) - diag.sum(1)
-        total_sq = (corr * corr).sum((1, 2)) - (diag * diag).sum(1)
-        # sum of squared deviations from the off-diagonal mean; clamp: rounding may push it a hair below 0
-        ss = (total_sq - total * total / n_pairs).clamp_min(0.0)
-        r = (corr * target).sum((1, 2)) / torch.sqrt(ss + eps)
+            pos = positions.to(dtype)[neighbourhoods]
+            mean, scale = target_stats(pos, eps) if stats is None else (s.to(dtype) for s in stats)
+            target = _centred_target(pos, mean, scale)
+        r = _SpatialCorrelation.apply(x, target, eps)
         return ((1.0 - r) / 2.0).mean()
 
 
 def sample_neighbourhoods(positions: np.ndarray, size: int, n: int, seed: int = 0) -> np.ndarray:
-    """n neighbourhoods of the ``size`` units nearest to random centre units (seeded), as an (n, size) index array."""
+    """n neighbourhoods of the ``size`` units nearest to random centre units (seeded), as an (n, size) index array.
+
+    The earlier form of this package (``neighbourhood: knn``); TDANN's is ``window_neighbourhoods``."""
     from scipy.spatial import cKDTree
 
     n_units = len(positions)
@@ -96,27 +179,123 @@ def sample_neighbourhoods(positions: np.ndarray, size: int, n: int, seed: int = 
     return np.asarray(idx, dtype=np.int64).reshape(len(centres), size)
 
 
+def window_members(positions: np.ndarray, centres: np.ndarray, width_mm: float) -> list[np.ndarray]:
+    """Indices of the units inside each square window of side ``width_mm`` centred at ``centres`` (n, 2), edges
+    included (TDANN's ``indices_within_limits``)."""
+    half = width_mm / 2.0
+    members = []
+    for chunk in np.array_split(np.asarray(centres), max(1, len(centres) // 256)):
+        lo, hi = chunk[:, None, :] - half, chunk[:, None, :] + half
+        inside = ((positions[None] >= lo) & (positions[None] <= hi)).all(-1)
+        members.extend(np.flatnonzero(row) for row in inside)
+    return members
+
+
+def trim_neighbourhoods(members: list[np.ndarray], max_units: int, rng: np.random.Generator) -> np.ndarray:
+    """TDANN's ``collapse_and_trim_neighborhoods`` (keep_fraction 0.95, min_nb_size 25, keep_limit = max_units):
+    one size k = min(max(5th percentile of the window counts, 25), max_units); windows with fewer units are
+    dropped, the others subsampled to k without replacement. Returns (n_kept, k)."""
+    sizes = np.array([len(m) for m in members])
+    # scipy.stats.scoreatpercentile interpolates linearly, as np.percentile does; TDANN truncates it to an int.
+    size = min(max(int(np.percentile(sizes, (1 - _TDANN_KEEP_FRACTION) * 100)), _TDANN_MIN_UNITS), int(max_units))
+    kept = [rng.choice(m, size=size, replace=False) for m in members if len(m) >= size]
+    if size < 3 or not kept:
+        raise ValueError(f"square windows hold {sizes.min()}-{sizes.max()} units, too few for neighbourhoods of "
+                         f"{max(size, 3)}; use a larger window_mm (or neighbourhood_size for window_mm: null)")
+    return np.stack(kept).astype(np.int64)
+
+
+def _window_centres(lo: np.ndarray, hi: np.ndarray, width_mm: float, n: int, seed: int):
+    """TDANN's uniform window centres, kept width/2 inside the sheet; returns them and the generator, which goes on
+    to subsample the windows."""
+    rng = np.random.default_rng(seed)
+    half = width_mm / 2.0
+    xs = rng.uniform(lo[0] + half, hi[0] - half, size=int(n))
+    ys = rng.uniform(lo[1] + half, hi[1] - half, size=int(n))
+    return np.stack([xs, ys], 1), rng
+
+
+def window_neighbourhoods(positions: np.ndarray, size: int, n: int, width_mm: float | None = None,
+                          seed: int = 0) -> np.ndarray:
+    """TDANN's neighbourhoods (``precompute_neighborhoods`` + ``collapse_and_trim_neighborhoods``): n square windows
+    of side ``width_mm`` at uniform random centres, kept inside the sheet, trimmed to one size <= ``size``.
+
+    width_mm None: the narrowest side (from the sheet's mean density up, at most the sheet's shorter side) at which
+    95% of the windows hold ``size`` units, so that the neighbourhoods have exactly ``size`` units."""
+    positions = np.asarray(positions, dtype=np.float64)
+    lo, hi = positions.min(0), positions.max(0)
+    shorter = float(min(hi - lo))
+    size = min(int(size), len(positions))
+    if width_mm is None:
+        width = min(float(np.sqrt(np.prod(np.maximum(hi - lo, 1e-12)) * size / len(positions))), shorter)
+        while True:
+            centres, rng = _window_centres(lo, hi, width, n, seed)
+            members = window_members(positions, centres, width)
+            fifth = np.percentile([len(m) for m in members], (1 - _TDANN_KEEP_FRACTION) * 100)
+            if fifth >= size or width >= shorter:
+                return trim_neighbourhoods(members, size, rng)
+            # counts grow with the area: widen by the square root of the shortfall (and a little more)
+            width = min(width * 1.02 * float(np.sqrt(size / max(fifth, 1.0))), shorter)
+    if not (np.isfinite(width_mm) and width_mm > 0):
+        raise ValueError(f"window_mm must be a positive width in mm, got {width_mm}")
+    if width_mm > shorter:
+        raise ValueError(f"window_mm = {width_mm:.3g} is wider than the sheet ({hi[0] - lo[0]:.3g} x "
+                         f"{hi[1] - lo[1]:.3g} mm of unit positions); use a smaller window_mm or neighbourhood_size")
+    centres, rng = _window_centres(lo, hi, width_mm, n, seed)
+    return trim_neighbourhoods(window_members(positions, centres, width_mm), size, rng)
+
+
 @LOSSES.register("spatial_correlation", citation=(
     "Margalit, E., Lee, H., Finzi, D., DiCarlo, J. J., Grill-Spector, K., & Yamins, D. L. K. (2024). A unifying "
     "framework for functional organization in early and higher ventral visual cortex. Neuron, 112(14), 2435-2451; "
     "Lee, H., et al. (2020). Topographic deep artificial neural networks reproduce the hallmarks of the primate "
     "inferior temporal cortex face processing network. bioRxiv 2020.07.09.185116."))
 class SpatialCorrelationLoss(nn.Module):
-    """Activation loss of one layer: needs the layer's output (batch, C, H, W) each step."""
+    """Activation loss of one layer: needs the layer's output (batch, C, H, W) each step.
+
+    Options (``model.topography.spatial_correlation``):
+    neighbourhood: ``window`` (TDANN: square windows at uniform random centres, trimmed to one size) or ``knn``
+        (the ``neighbourhood_size`` units nearest to a random unit; this package's earlier form).
+    window_mm: side of the square windows in mm (TDANN: 1.6 mm in V1 ... 32 mm in VTC); null = the narrowest side
+        at which 95% of the windows hold ``neighbourhood_size`` units.
+    neighbourhood_size: units per neighbourhood. window: the most units kept per window (TDANN's keep_limit, 500):
+        with window_mm null exactly this many, with a given window_mm fewer where 5% of its windows hold fewer.
+    n_neighbourhoods: neighbourhoods averaged per step (TDANN's neighborhoods_per_batch).
+    pool_size: neighbourhoods precomputed to draw from (TDANN: 20000 windows).
+    eps: 0 = TDANN's scale-free correlations; 1e-6 = the earlier form (absolute eps under the square roots).
+    """
 
     needs_activations = True
 
-    def __init__(self, sheet: CorticalSheet, neighbourhood_size: int = 256, n_neighbourhoods: int = 8,
-                 pool_size: int = 512, seed: int = 0, model: nn.Module | None = None):
+    def __init__(self, sheet: CorticalSheet, neighbourhood: Literal["window", "knn"] = "window",
+                 window_mm: float | None = None, neighbourhood_size: int = 256, n_neighbourhoods: int = 8,
+                 pool_size: int = 512, eps: float = 0.0, seed: int = 0, model: nn.Module | None = None):
         super().__init__()
         if n_neighbourhoods < 1:
             raise ValueError(f"n_neighbourhoods must be >= 1, got {n_neighbourhoods}")
+        if not (np.isfinite(eps) and eps >= 0):
+            raise ValueError(f"eps must be a number >= 0 (0 = TDANN's scale-free form), got {eps}")
+        if neighbourhood == "window":
+            pool = window_neighbourhoods(sheet.positions, neighbourhood_size, pool_size, window_mm, seed)
+        elif neighbourhood == "knn":
+            if window_mm is not None:
+                raise ValueError("window_mm applies to neighbourhood: window; knn neighbourhoods are sized by "
+                                 "neighbourhood_size")
+            pool = sample_neighbourhoods(sheet.positions, neighbourhood_size, pool_size, seed)
+        else:
+            raise ValueError(f"neighbourhood must be 'window' (TDANN) or 'knn', got {neighbourhood!r}")
         self.n_units = sheet.n_units
         self.n_neighbourhoods = int(n_neighbourhoods)
-        pool = sample_neighbourhoods(sheet.positions, neighbourhood_size, pool_size, seed)
+        self.eps = float(eps)
         # Buffers (not parameters, not in the state dict) so they follow the module to the GPU.
         self.register_buffer("positions", torch.as_tensor(sheet.positions, dtype=torch.float32), persistent=False)
         self.register_buffer("pool", torch.as_tensor(pool), persistent=False)
+        # The target's off-diagonal mean and norm depend on the positions only: once per pool neighbourhood
+        # (in float64, 16 neighbourhoods at a time) instead of two passes over the pairs every step.
+        pos64 = torch.as_tensor(sheet.positions, dtype=torch.float64)
+        mean, scale = zip(*(target_stats(pos64[chunk], self.eps) for chunk in self.pool.split(16)))
+        self.register_buffer("pool_target_mean", torch.cat(mean).float(), persistent=False)
+        self.register_buffer("pool_target_scale", torch.cat(scale).float(), persistent=False)
         # A private generator: drawing neighbourhoods never touches the global RNG, so weight 0 reproduces plain
         # training exactly, and every DDP rank draws the same neighbourhoods.
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -126,7 +305,9 @@ class SpatialCorrelationLoss(nn.Module):
         if responses.shape[1] != self.n_units:
             raise ValueError(f"activation has {responses.shape[1]} units per image, the sheet {self.n_units}")
         pick = torch.randint(len(self.pool), (min(self.n_neighbourhoods, len(self.pool)),), generator=self.generator)
-        return spatial_correlation_loss(responses, self.positions, self.pool[pick.to(self.pool.device)])
+        pick = pick.to(self.pool.device)
+        return spatial_correlation_loss(responses, self.positions, self.pool[pick], self.eps,
+                                        stats=(self.pool_target_mean[pick], self.pool_target_scale[pick]))
 
 
 def _producing_weight(module: nn.Module, n_out: int) -> nn.Parameter:
@@ -143,7 +324,8 @@ def weight_sheet(weight: torch.Tensor, sheet: CorticalSheet) -> tuple[torch.Tens
     """Lay the per-channel incoming-weight vectors on the channel tile: (fan_in, rows, cols) + occupied mask."""
     c = weight.shape[0]
     tr, tc = sheet.tile_shape
-    flat = weight.reshape(c, -1).float()
+    flat = weight.reshape(c, -1)
+    flat = flat if flat.dtype == torch.float64 else flat.float()
     grid = flat.new_zeros(tr * tc, flat.shape[1])
     slots = torch.as_tensor(sheet.slot_of_channel, device=flat.device)
     grid = grid.index_copy(0, slots, flat)
@@ -152,11 +334,33 @@ def weight_sheet(weight: torch.Tensor, sheet: CorticalSheet) -> tuple[torch.Tens
     return grid.T.reshape(-1, tr, tc), mask.reshape(tr, tc)
 
 
+def topoloss_blur(grid: torch.Tensor, factor: float, occupied: torch.Tensor | None = None) -> torch.Tensor:
+    """TopoLoss's blur of a (..., channels, rows, cols) sheet (``laplacian_pyramid_loss``): bilinear down-sampling
+    with ``scale_factor = 1/factor`` (so floor(rows / factor) rows, sampled every ``factor`` slots) and bilinear
+    up-sampling back to (rows, cols).
+
+    occupied: optional (rows, cols) mask of the slots that hold a channel (``grid`` is 0 elsewhere). Each
+    down-sampled value is then the weighted mean over the occupied slots of its footprint (normalised
+    interpolation), so empty slots take no part; TopoLoss's sheets have none."""
+    small = F.interpolate(grid, scale_factor=(1.0 / factor, 1.0 / factor), mode="bilinear")
+    if occupied is not None:
+        share = F.interpolate(occupied.to(grid.dtype)[None, None], scale_factor=(1.0 / factor, 1.0 / factor),
+                              mode="bilinear")[0, 0]
+        small = small / torch.where(share > 0, share, torch.ones_like(share))
+    return F.interpolate(small, size=grid.shape[-2:], mode="bilinear")
+
+
 @LOSSES.register("weight_smoothness", citation=(
     "Deb, M., Deb, M., & Murty, N. A. R. (2025). TopoNets: High performing vision and language models with "
     "brain-like topography. ICLR 2025 (TopoLoss)."))
 class WeightSmoothnessLoss(nn.Module):
-    """TopoLoss-style weight smoothness of one layer (needs no activations)."""
+    """TopoLoss weight smoothness of one layer (needs no activations): 1 - mean over the tile slots of the cosine
+    similarity between a channel's incoming weights and their blurred sheet (``topoloss_blur``).
+
+    On the default tile (every slot holds a channel, ``channel_tile_shape``) this is TopoLoss's
+    ``laplacian_pyramid_loss`` exactly. A sheet ``grid`` with empty slots (which TopoLoss never has) keeps them out
+    of the blur (normalised down-sampling, see ``topoloss_blur``), and the mean runs over the occupied slots only.
+    """
 
     needs_activations = False
 
@@ -164,27 +368,28 @@ class WeightSmoothnessLoss(nn.Module):
         super().__init__()
         if model is None:
             raise ValueError("the weight smoothness loss needs the model to find the layer's weights")
-        if not factor > 1:
-            raise ValueError(f"factor must be > 1 (the sheet is down-sampled by it), got {factor}")
+        tr, tc = sheet.tile_shape
+        if not 1 < factor <= min(tr, tc):
+            raise ValueError(
+                f"factor must be > 1 and at most the channel tile's shorter side (the tile is down-sampled by it), "
+                f"got {factor} for a {tr} x {tc} tile of {sheet.unit_shape[0]} channels"
+                + ("" if factor <= 1 else f"; use factor <= {min(tr, tc)} or a sheet grid with a larger tile"))
         c = sheet.unit_shape[0]
         self.sheet = sheet
         self.factor = float(factor)
+        self.full_tile = tr * tc == c
         # Kept outside the module tree: the model owns these weights (no duplicate parameters or state-dict keys).
         self.__dict__["layer_module"] = model.get_submodule(sheet.layer)
         _producing_weight(self.layer_module, c)  # fail now, not in the first step
-        tr, tc = sheet.tile_shape
-        self.small = (max(1, int(round(tr / self.factor))), max(1, int(round(tc / self.factor))))
 
     def forward(self, activation: torch.Tensor | None = None) -> torch.Tensor:
         w = _producing_weight(self.layer_module, self.sheet.unit_shape[0])
         with torch.autocast(device_type=w.device.type, enabled=False):
             grid, mask = weight_sheet(w, self.sheet)
-            tr, tc = self.sheet.tile_shape
-            blurred = F.interpolate(F.interpolate(grid[None], size=self.small, mode="bilinear", align_corners=False),
-                                    size=(tr, tc), mode="bilinear", align_corners=False)[0]
-            cos = F.cosine_similarity(grid.reshape(grid.shape[0], -1), blurred.reshape(grid.shape[0], -1), dim=0,
-                                      eps=_EPS)
-            return 1.0 - cos[mask.reshape(-1)].mean()
+            blurred = topoloss_blur(grid[None], self.factor, None if self.full_tile else mask)[0]
+            # per slot, over the fan-in; torch's default eps, as TopoLoss
+            cos = F.cosine_similarity(grid.flatten(1), blurred.flatten(1), dim=0)
+            return 1.0 - (cos if self.full_tile else cos[mask.flatten()]).mean()
 
 
 # -- configuration -------------------------------------------------------------------------------------------------
