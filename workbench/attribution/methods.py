@@ -1,9 +1,12 @@
 """Attribution methods: thin wrappers around captum and shap, one class per method, each in the ``METHODS`` registry.
 
 Each class keeps the library's explainer object visible (``.explainer``) and adds what a study needs around it:
-a target (class, unit, patch, neural site; see ``targets``), a safe copy of the model, input and baseline
-validation, batching that bounds memory, the device, a progress bar, and per-image completeness numbers
-(sum of attributions vs f(x) - E f(baseline)) for the methods that promise completeness.
+a target (class, unit, patch, neural site; see ``targets``), the model itself or a safe copy when it needs one
+(``safety.prepare_model``), input and baseline validation (in the model's dtype), batching that bounds memory, the
+device, a progress bar, and per-image completeness numbers (sum of attributions vs f(x) - E f(baseline)) for the
+methods that promise completeness. f(x) and f(baseline) are read from the library's own forward pass where it ran
+on them (saliency, DeepLift, shap's background); elsewhere they take one forward pass of their own, which
+``completeness=False`` skips.
 
     >>> result = attribute(model, images, 3, "integrated_gradients", n_steps=64)
     >>> result.attributions.shape == images.shape

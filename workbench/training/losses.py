@@ -95,15 +95,17 @@ class _SpatialCorrelation(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_r: torch.Tensor):
         z, scale, target, centred, inv, r = ctx.saved_tensors
-        a = (2.0 * grad_r * inv)[:, None, None]
-        b = (-2.0 * grad_r * r * inv * inv)[:, None, None]
-        grad_corr = torch.mul(centred, b).addcmul_(target, a)
-        torch.diagonal(grad_corr, dim1=1, dim2=2).zero_()
-        grad_z = torch.bmm(z, grad_corr)                                      # (m, B, k)
-        # Through z = x * scale (scale = 1/|x|): dx = scale * (dz - z <z, dz>). The centring needs no step: z has
-        # zero batch mean, so dz = z (dL/dC) and z <z, dz> have too.
-        along = (z * grad_z).sum(1, keepdim=True)
-        return grad_z.addcmul_(z, along, value=-1.0).mul_(scale), None, None
+        # full precision like the forward, also when backward() is called inside an autocast region
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            a = (2.0 * grad_r.to(z.dtype) * inv)[:, None, None]
+            b = (-2.0 * grad_r.to(z.dtype) * r * inv * inv)[:, None, None]
+            grad_corr = torch.mul(centred, b).addcmul_(target, a)
+            torch.diagonal(grad_corr, dim1=1, dim2=2).zero_()
+            grad_z = torch.bmm(z, grad_corr)                                  # (m, B, k)
+            # Through z = x * scale (scale = 1/|x|): dx = scale * (dz - z <z, dz>). The centring needs no step:
+            # z has zero batch mean, so dz = z (dL/dC) and z <z, dz> have too.
+            along = (z * grad_z).sum(1, keepdim=True)
+            return grad_z.addcmul_(z, along, value=-1.0).mul_(scale), None, None
 
 
 def _target_with_diagonal(pos: torch.Tensor) -> torch.Tensor:
@@ -121,6 +123,21 @@ def target_stats(pos: torch.Tensor, eps: float = 0.0) -> tuple[torch.Tensor, tor
     mean = target.sum((1, 2)) / (k * (k - 1))
     target.sub_(mean[:, None, None]).diagonal(dim1=1, dim2=2).zero_()
     return mean, _safe_rsqrt((target * target).sum((1, 2)), eps)
+
+
+def _pool_target_stats(positions: np.ndarray, pool: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``target_stats`` of every neighbourhood of a pool (n, k), in float64 over each pair once (scipy's pdist):
+    the symmetric matrix holds every pair twice, hence the 2 in its squared norm."""
+    from scipy.spatial.distance import pdist
+
+    positions = np.asarray(positions, dtype=np.float64)
+    mean, scale = np.empty(len(pool)), np.empty(len(pool))
+    for i, hood in enumerate(pool):
+        target = 1.0 / (pdist(positions[hood]) + 1.0)
+        mean[i] = target.mean()
+        sum_sq = 2.0 * float(((target - mean[i]) ** 2).sum()) + eps
+        scale[i] = 1.0 / np.sqrt(sum_sq) if sum_sq > 0 else 0.0
+    return mean, scale
 
 
 def _centred_target(pos: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -291,11 +308,10 @@ class SpatialCorrelationLoss(nn.Module):
         self.register_buffer("positions", torch.as_tensor(sheet.positions, dtype=torch.float32), persistent=False)
         self.register_buffer("pool", torch.as_tensor(pool), persistent=False)
         # The target's off-diagonal mean and norm depend on the positions only: once per pool neighbourhood
-        # (in float64, 16 neighbourhoods at a time) instead of two passes over the pairs every step.
-        pos64 = torch.as_tensor(sheet.positions, dtype=torch.float64)
-        mean, scale = zip(*(target_stats(pos64[chunk], self.eps) for chunk in self.pool.split(16)))
-        self.register_buffer("pool_target_mean", torch.cat(mean).float(), persistent=False)
-        self.register_buffer("pool_target_scale", torch.cat(scale).float(), persistent=False)
+        # instead of two passes over the pairs every step.
+        mean, scale = _pool_target_stats(sheet.positions, pool, self.eps)
+        self.register_buffer("pool_target_mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("pool_target_scale", torch.as_tensor(scale, dtype=torch.float32), persistent=False)
         # A private generator: drawing neighbourhoods never touches the global RNG, so weight 0 reproduces plain
         # training exactly, and every DDP rank draws the same neighbourhoods.
         self.generator = torch.Generator().manual_seed(int(seed))
