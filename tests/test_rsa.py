@@ -252,3 +252,29 @@ def test_rank_kernels_in_threads_equal_one_thread(hit, models, monkeypatch, meth
     np.testing.assert_array_equal(one.samples, three.samples)
     np.testing.assert_array_equal(one.ceiling_samples, three.ceiling_samples)
     assert np.isfinite(one.samples).all()
+
+
+def test_rank_kernels_compile_without_a_writable_cache(monkeypatch):
+    # numba raises at decoration ("no locator available") when it can write neither __pycache__ next to the file
+    # nor its user-wide cache dir (a read-only install): the kernels must then compile uncached, with one warning
+    import importlib.util
+
+    from workbench.alignment import _rank_kernels as rk
+
+    if not rk.available():
+        pytest.skip("numba missing")
+    from numba.core import caching
+
+    cache_impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # _CacheImpl in older numba
+    monkeypatch.setattr(cache_impl, "_locator_classes", [])  # as if no cache location were writable
+    monkeypatch.setattr(caching.config, "CACHE_LOCATOR_CLASSES", "", raising=False)
+    spec = importlib.util.spec_from_file_location("_rank_kernels_uncached", rk.__file__)
+    uncached = importlib.util.module_from_spec(spec)
+    with pytest.warns(RuntimeWarning, match="cannot cache.*NUMBA_CACHE_DIR") as caught:
+        spec.loader.exec_module(uncached)
+    assert len([w for w in caught if "cannot cache" in str(w.message)]) == 1
+    c, ii, jj = np.array([1, 2, 3]), np.array([0, 0, 1]), np.array([1, 2, 2])
+    w = np.empty(3, np.int64)
+    assert uncached._pair_weights(c, ii, jj, w) == 11 and w.tolist() == [2, 3, 6]
+    assert isinstance(uncached._pair_weights._cache, caching.NullCache)
+    assert isinstance(rk._pair_weights._cache, caching.FunctionCache)  # the installed module does cache

@@ -43,6 +43,7 @@ def test_spatial_loss_raises_smoothness_index_on_cifar10(data_root):
     images = torch.stack([dm.test_set[i][0] for i in range(200)])
     plain_index, plain_acc = _train_and_measure(0.0, dm, images)
     topo_index, topo_acc = _train_and_measure(2.0, dm, images)
-    # same seed, same data, same initial weights: only the loss differs (measured: 0.015 vs 0.244)
+    # same seed, same data, same initial weights: only the loss differs (measured with TDANN's square-window
+    # neighbourhoods and scale-free correlations, the default: 0.015 vs 0.334; accuracy 0.245 vs 0.214)
     assert topo_index > plain_index + 0.1, (plain_index, topo_index)
     assert topo_acc > 0.15  # still learning the task (chance = 0.1)

@@ -18,13 +18,14 @@ vectors being compared are fixed and only the integer weights w change:
 All counting is in integers (no fastmath), so the numbers equal the direct formulas exactly. The kernels are
 serial and release the GIL; ``in_threads`` runs them on chunks of samples in threads (one per core), which
 avoids numba's parallel runtime (slow to compile and ~2 s to start in every process). Compiled kernels are
-cached on disk (``cache=True``, in ``__pycache__``). ``available()`` is False when numba is missing; callers then
-use the torch implementation.
+cached on disk (``cache=True``, in ``__pycache__`` or numba's user-wide cache dir; see ``_kernel``).
+``available()`` is False when numba is missing; callers then use the torch implementation.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -42,6 +43,28 @@ LANES = 64
 
 def available() -> bool:
     return njit is not None
+
+
+def _kernel(fn):
+    """``njit(cache=True, nogil=True)``: compiled once, then loaded from numba's disk cache in later processes (the
+    tiny preset would otherwise pay the compilation, several seconds, on every run). numba refuses ``cache=True``
+    at decoration with a RuntimeError when it finds no writable cache location (neither ``__pycache__`` next to
+    this file nor its user-wide cache dir): then the kernels compile in every process instead of failing the
+    import."""
+    try:
+        return njit(cache=True, nogil=True)(fn)
+    except RuntimeError as err:  # "cannot cache function ...: no locator available for file ..."
+        if "no locator available" not in str(err):
+            raise
+        global _warned_no_cache
+        if not _warned_no_cache:  # once per process, not once per kernel
+            _warned_no_cache = True
+            warnings.warn(f"numba cannot cache the RSA bootstrap kernels ({err}); they compile in every process. "
+                          "Set NUMBA_CACHE_DIR to a writable directory to cache them.", RuntimeWarning, stacklevel=2)
+        return njit(nogil=True)(fn)
+
+
+_warned_no_cache = False
 
 
 def n_threads() -> int:
@@ -86,7 +109,7 @@ def sort_plan(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
 
 
 if njit is not None:
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _pair_weights(c, ii, jj, w):  # pragma: no cover - compiled
         """w[p] = c[ii[p]] * c[jj[p]] (the multiplicity of stimulus pair p); returns sum(w)."""
         n = 0
@@ -95,7 +118,7 @@ if njit is not None:
             n += w[p]
         return n
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _sweep(order, starts, frank, G, w, tree):  # pragma: no cover - compiled
         """sum_{p<q} w_p w_q sign(x_p - x_q) sign(y_p - y_q): ``order`` lists entries by x (may be a subset),
         ``starts`` marks x tie groups in that order, ``frank`` the dense rank of y (0..G-1). ``tree``: >= 2G + 1
@@ -137,7 +160,7 @@ if njit is not None:
             j = k
         return acc
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def sweep_rows(rxs, ws, earlier, n_active, P):  # pragma: no cover - compiled
         """The Fenwick sweep of ``rsa.tau_a_numerator``, one row at a time: entries already in (y, x) order with
         x ranks rxs, weights ws (float) and the weight before each (earlier); the first n_active[row] entries of
@@ -168,7 +191,7 @@ if njit is not None:
             out[row] = acc
         return out
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _sweep_lanes(order, starts, frank, G, Wl, tree, eq, lt, total, acc):  # pragma: no cover - compiled
         """``_sweep`` for L weight vectors at once. Wl: (P, L) weights (entry, sample), int16 or int32 (sums of
         weights must fit); tree: (>= G + 1, L) Fenwick tree over the ranks of y; eq: (>= G, L) weight at each
@@ -214,7 +237,7 @@ if njit is not None:
                     i += i & (-i)
             j = k
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _model_tau_a(counts, ii, jj, orders, starts, dense, G, oidx, fidx, Wl, tree, eq, lt, total
                      ):  # pragma: no cover - compiled
         """``model_tau_a`` with its lane buffers (see there): Wl (P, L); tree (max G + 1, L); eq (max G, L);
@@ -263,7 +286,7 @@ def model_tau_a(counts: np.ndarray, ii: np.ndarray, jj: np.ndarray, orders: np.n
 
 
 if njit is not None:
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _present_ranks(order, starts, w, pos, t2, g):  # pragma: no cover - compiled
         """One pass over a vector's sort plan in a sample with pair weights w: for each entry present (w > 0), at
         its compact position pos[e], 2 * its average rank in the weighted multiset (t2) and its dense rank among
@@ -290,7 +313,7 @@ if njit is not None:
             j = k
         return n_groups
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _ranks2(order, starts, w, out):  # pragma: no cover - compiled
         """2 * average rank of each entry in the weighted multiset (entries of weight 0 get an unused value)."""
         P = order.shape[0]
@@ -308,7 +331,7 @@ if njit is not None:
             before += gw
             j = k
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _wpearson(x, y, w):  # pragma: no cover - compiled
         sw = 0.0
         sx = 0.0
@@ -333,7 +356,7 @@ if njit is not None:
         den = np.sqrt(sxx) * np.sqrt(syy)
         return sxy / den if den > 0 else 0.0
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _compact_sample(c, ii, jj, w, pos, wc):  # pragma: no cover - compiled
         """Pair weights w of a sample, the compact position pos[e] of each present entry (in entry order) and the
         compact weights wc; returns (number present, total weight)."""
@@ -346,7 +369,7 @@ if njit is not None:
                 na += 1
         return na, n
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def model_spearman(counts, ii, jj, m_orders, m_starts, d_orders, d_starts):  # pragma: no cover - compiled
         """Spearman of M model x S subject vectors in B bootstrap samples (weighted ranks, weighted Pearson over
         the present entries). counts: (B, n) int64; ii, jj: (P,). Returns (B, M, S)."""
@@ -377,7 +400,7 @@ if njit is not None:
                     out[b, m, s] = _wpearson(xm[m, :na], xs[s, :na], wc[:na])
         return out
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _sorted_groups(x, order, starts, buf, count):  # pragma: no cover - compiled
         """order: a stable argsort of the non-negative integers x (LSD radix sort, 8 bits a pass); starts: True
         where a new value begins in that order. buf: scratch of the length of x; count: 256 slots."""
@@ -406,7 +429,7 @@ if njit is not None:
         for t in range(1, L):
             starts[t] = x[order[t]] != x[order[t - 1]]
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _pooled_orders(c, d, ii, jj, d_orders, d_starts, w, pos, wc, t2, gr, Gs, x_all, x, orders, starts, buf,
                        count):  # pragma: no cover - compiled
         """One sample of the noise ceiling (stimulus counts c, subject counts d), over its present entries
@@ -435,7 +458,7 @@ if njit is not None:
                 _sorted_groups(x[:na], orders[s, :na], starts[s, :na], buf[:na], count)
         return na, n
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _ceiling_tau_a(counts, D, ii, jj, d_orders, d_starts, w, pos, wc, t2, gr, Gs, x_all, x, orders, starts,
                        buf, count):  # pragma: no cover - compiled
         B, P, S = counts.shape[0], ii.shape[0], D.shape[1]
@@ -459,7 +482,7 @@ if njit is not None:
             out[b, 0] = lower / n_present if n_present > 1 else out[b, 1]
         return out
 
-    @njit(cache=True, nogil=True)
+    @_kernel
     def _ceiling_spearman(counts, D, ii, jj, d_orders, d_starts, w, pos, wc, t2, gr, Gs, x_all, x, orders,
                           starts, buf, count):  # pragma: no cover - compiled
         B, P, S = counts.shape[0], ii.shape[0], D.shape[1]
