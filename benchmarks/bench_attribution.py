@@ -212,8 +212,8 @@ def main() -> None:
           f"{args.repeats} interleaved repeats")
     print("ratio = plain seconds / workbench seconds per repeat (> 1: workbench faster); median (range). "
           "maps: completeness=False (like for like); full: the default, with f(x), f(baseline), delta")
-    header = (f"{'method':21s} {'plain s':>22s} {'workbench maps s':>22s} {'ratio maps':>17s} {'workbench full s':>22s} "
-              f"{'ratio full':>17s} {'max rel diff':>12s} {'MiB plain/maps/full':>20s}")
+    header = (f"{'method':21s} {'plain s':>22s} {'workbench maps s':>22s} {'ratio maps':>17s} "
+              f"{'workbench full s':>22s} {'ratio full':>17s} {'max rel diff':>12s} {'MiB plain/maps/full':>20s}")
     print(header)
     print("-" * len(header))
     below = []

@@ -1,6 +1,5 @@
 """The measured effect, on small settings: the spatial loss makes a CIFAR-10 model's conv maps smoother."""
 
-import numpy as np
 import pytest
 import torch
 
