@@ -6,8 +6,8 @@
 
 Goal: median ratio <= 1.10 over at least 7 repeats. Each repeat times both settings back to back, in alternating
 order, so thermal or background drift hits both alike; the ratio of each repeat is topographic / plain, and the
-benchmark prints their median and range. ``--option neighbourhood=knn --option eps=1.0e-6`` (YAML reads 1e-6 as a string) times the earlier form
-of the spatial loss.
+benchmark prints their median and range. ``--option neighbourhood=knn --option eps=1.0e-6`` times the earlier
+form of the spatial loss (write 1.0e-6: YAML reads 1e-6 as a string).
 """
 
 from __future__ import annotations
