@@ -150,25 +150,25 @@ def build_model(model_cfg: dict) -> nn.Module:
 
 
 def model_preprocess(model_cfg: dict) -> dict[str, Any]:
-    """``model.preprocess`` filled in: as given, else what the source knows of the weights (torchvision / timm
-    transforms), else the CIFAR-10 defaults of ``PreprocessConfig`` with a warning (a 224 px model fed 32 px
+    """``model.preprocess`` filled in: the keys given, the rest from what the source knows of the weights
+    (torchvision / timm transforms), else from the CIFAR-10 defaults of ``PreprocessConfig`` with a warning (a 224 px model fed 32 px
     images yields 1x1 maps in its last layers)."""
     import warnings
 
     from workbench.config import to_dict
     from workbench.models.config import PreprocessConfig
 
-    given = model_cfg.get("preprocess")
-    if given is not None:
-        return dict(given)
+    given = {k: v for k, v in dict(model_cfg.get("preprocess") or {}).items() if v is not None}
+    if {"image_size", "mean", "std"} <= set(given):
+        return given
     known = get_source(model_cfg).preprocess(model_cfg)
     if known is not None:
-        return known
+        return {**known, **given}  # e.g. image_size: 64 alone keeps the weights' normalisation
     if (model_cfg.get("source") or "workbench") != "workbench":
         warnings.warn(f"model {model_cfg.get('name')!r} has no preprocess and its source cannot tell the input size "
                       f"and normalisation of its weights: using 32 px and CIFAR-10 statistics; set model.preprocess "
                       f"(image_size, mean, std)", stacklevel=2)
-    return to_dict(PreprocessConfig())
+    return {**to_dict(PreprocessConfig()), **given}
 
 
 def validate_model_config(model_cfg: Any) -> dict[str, Any]:
@@ -189,7 +189,8 @@ def validate_model_config(model_cfg: Any) -> dict[str, Any]:
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or num_classes < 1):
         raise ConfigError(f"model.num_classes must be a positive integer, got {num_classes!r}")
-    if (model_cfg.get("source") or "workbench") != "workbench":
+    if (model_cfg.get("source") or "workbench") != "workbench" or any(
+            v is None for v in dict(model_cfg.get("preprocess") or {}).values()):
         model_cfg["preprocess"] = model_preprocess(model_cfg)
     parse(PreprocessConfig, model_cfg.get("preprocess"), "model.preprocess")
     parse(OptimizerConfig, model_cfg.get("optimizer"), "model.optimizer")
@@ -239,8 +240,9 @@ def layer_unit_shapes(model: nn.Module, image_size: int = 32, layers: list[str] 
     handles = []
     for name in layers:
         def hook(_m, _inp, out, name=name):
-            out = out[0] if isinstance(out, (tuple, list)) else out  # e.g. attention: (output, weights)
-            shapes.setdefault(name, tuple(out.shape[1:]))
+            out = out[0] if isinstance(out, (tuple, list)) and out else out  # attention: (output, weights)
+            if isinstance(out, torch.Tensor):
+                shapes.setdefault(name, tuple(out.shape[1:]))
         handles.append(model.get_submodule(name).register_forward_hook(hook))
     was_training = model.training
     device = next(model.parameters()).device

@@ -166,6 +166,8 @@ def default_layers(model: nn.Module) -> list[str]:
     gives its pooling and non-linearity outputs (a non-linearity right before a pool gives way to the pool) and its
     last layer; a container holding a list of blocks (a ViT's ``encoder.layers``) gives each block; any other
     top-level child that holds parameters-bearing sub-modules gives its own output; the model's last child always."""
+    if isinstance(model, nn.Sequential) and model and all(not list(c.children()) for c in model):
+        return _plain_sequence_layers("", model)
     children = list(model.named_children())
     # one top-level sequence of blocks is the network's trunk (MobileNet / ConvNeXt / EfficientNet `features`);
     # several are its stages (ResNet's layer1-4), each kept whole
@@ -185,13 +187,14 @@ def default_layers(model: nn.Module) -> list[str]:
 
 
 def _plain_sequence_layers(name: str, sequence: nn.Sequential) -> list[str]:
+    prefix = f"{name}." if name else ""
     items = list(sequence.named_children())
     out = []
     for j, (sub, module) in enumerate(items):
         followed_by_pool = j + 1 < len(items) and isinstance(items[j + 1][1], _POOLS)
         if isinstance(module, _POOLS) or (isinstance(module, _ACTIVATIONS) and not followed_by_pool):
-            out.append(f"{name}.{sub}")
-    last = f"{name}.{items[-1][0]}"
+            out.append(f"{prefix}{sub}")
+    last = f"{prefix}{items[-1][0]}"
     return out + ([last] if last not in out else [])
 
 
