@@ -39,7 +39,7 @@ def test_the_builtin_benchmarks_cover_it_rsa_and_every_v4_session():
 
 @pytest.mark.parametrize("align, words", [
     ({"metrics": [], "benchmarks": ["hit_rsaa"]}, "did you mean 'hit_rsa'"),
-    ({"metrics": [], "benchmarks": []}, "both empty"),
+    ({"metrics": [], "benchmarks": []}, "so is benchmarks"),
     ({"metrics": [], "benchmarks": ["hit_rsa", "hit_rsa"]}, "listed twice"),
     ({"metrics": [], "benchmarks": ["hit_rsa"], "benchmark_options": {"rsa": {"targets": ["mIT"]}}},
      "data are its own"),
@@ -184,3 +184,18 @@ def test_a_torchvision_model_scored_from_the_cli(data_root, tmp_path):
     assert "hit_rsa: hIT RSA (committed layer, held-out stimuli)" in labels
     assert "hit_rsa: hIT RSA (best layer, post hoc)" in labels
     assert (tmp_path / "report.html").exists()
+
+
+def test_the_benchmark_group_scores_that_benchmark(tmp_path):
+    """`workbench benchmark=<name>` puts configs/benchmark/<name>.yaml under the top-level `benchmark` key: the run
+    scores that benchmark (and extracts its images)."""
+    from workbench.features.stage import stimulus_sets_needed
+    from workbench.pipeline import resolve_config
+
+    nc, images = _write_user_data(tmp_path, n=12, repeats=2)
+    cfg = compose_config(["preset=tiny", "run_dir=unused", "sweep_dir=unused"], experiment="score_model")
+    cfg["benchmark"] = {"name": "group_v1", "assembly": str(nc), "images": str(images), "metric": "pls",
+                        "settings": {"n_components": 2}}
+    resolved = resolve_config(cfg)
+    assert [b["name"] for b in resolved["align"]["benchmarks"]] == ["group_v1"]
+    assert stimulus_sets_needed(resolved) == ["group_v1"]

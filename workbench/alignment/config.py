@@ -168,7 +168,7 @@ class AlignConfig:
         from workbench.alignment.metrics import METRICS
 
         if not self.metrics and not self.benchmarks:
-            raise ConfigError("metrics and benchmarks are both empty: list alignment metrics (e.g. [rsa, ridge]) or "
+            raise ConfigError("metrics is empty and so is benchmarks: list alignment metrics (e.g. [rsa, ridge]) or "
                               "benchmarks (e.g. [hit_rsa, v4_ridge_210325]) to score, or drop align from stages")
         for key, names in (("metrics", self.metrics), ("settings", list(self.settings))):
             for name in names:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from workbench.config import ConfigError, parse
 from workbench.registry import Registry, nearest
 
-__all__ = ["BENCHMARKS", "Benchmark", "get_benchmark", "benchmark_name"]
+__all__ = ["BENCHMARKS", "Benchmark", "get_benchmark", "benchmark_name", "benchmark_dataset"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,17 @@ def get_benchmark(entry: Any) -> tuple[str, Benchmark]:
 
         return register_user_benchmark(entry)
     return str(entry), BENCHMARKS.get(str(entry))
+
+
+def benchmark_dataset(name: str, where: str, readouts: bool = False) -> str:
+    """The one recordings data set of benchmark ``name`` (with ``readouts``: one whose metric saves them)."""
+    _, benchmark = get_benchmark(name)
+    datasets = list(benchmark.settings.get("datasets") or [])
+    if len(datasets) != 1 or (readouts and not getattr(benchmark.parsed_settings(name), "readouts", False)):
+        need = "an encoding benchmark that saves readouts (e.g. v4_ridge_210325)" if readouts else \
+            "a benchmark of one recordings data set (e.g. v4_ridge_210325)"
+        raise ConfigError(f"{where}: {name!r} is not {need}")
+    return str(datasets[0])
 
 
 from workbench.benchmarks import builtin  # noqa: E402,F401  (registers the built-in benchmarks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.config import ConfigError, bounded, default_list
+from workbench.config import ConfigError, bounded
 
 __all__ = ["ExtractConfig"]
 

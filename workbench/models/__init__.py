@@ -114,16 +114,17 @@ def _architecture_options(model_cfg: dict, source: ModelSource) -> dict[str, Any
     return options
 
 
-def _check_name(model_cfg: dict) -> None:
+def _check_name(model_cfg: dict, error: type[Exception] = ConfigError) -> None:
+    """A name, and (source workbench) a registered one; ``error`` is KeyError outside config validation."""
     if "name" not in model_cfg:
-        raise ConfigError(f"model config needs a 'name'; registered models are: {', '.join(MODELS.names())} (or "
+        raise error(f"model config needs a 'name'; registered models are: {', '.join(MODELS.names())} (or "
                           f"set model.source: torchvision / timm / import)")
     if (model_cfg.get("source") or "workbench") == "workbench" and model_cfg["name"] not in MODELS:
         try:
             MODELS.get(model_cfg["name"])
         except KeyError as err:
-            raise ConfigError(f"model.name: {err.args[0]} (models of other libraries: model.source: torchvision, "
-                              f"timm or import)") from None
+            raise error(f"model.name: {err.args[0]} (models of other libraries: model.source: torchvision, "
+                        f"timm or import)") from None
 
 
 def build_model(model_cfg: dict) -> nn.Module:
@@ -135,7 +136,7 @@ def build_model(model_cfg: dict) -> nn.Module:
     if not isinstance(model_cfg, dict) and not hasattr(model_cfg, "keys"):
         raise TypeError(f"model_cfg must be the cfg['model'] dict, got {type(model_cfg).__name__}")
     model_cfg = _plain(model_cfg)
-    _check_name(model_cfg)
+    _check_name(model_cfg, KeyError)
     num_classes = model_cfg.get("num_classes")
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or num_classes < 1):
@@ -216,9 +217,9 @@ def check_layers(model: nn.Module, layers: list[str]) -> None:
     unknown = [layer for layer in layers if layer not in valid]
     if unknown:
         model_name = getattr(model, "workbench_name", type(model).__name__)
-        raise KeyError(f"unknown layer(s) {unknown} for model {model_name}{nearest(unknown[0], sorted(valid))}; its "
-                       f"default layers are {layer_names(model)} and any named_modules path is valid "
-                       f"(`workbench layers model=...` lists them with their output shapes)")
+        raise KeyError(f"unknown layer(s) {unknown} for model {model_name}{nearest(unknown[0], sorted(valid))}; valid "
+                       f"layers are its named_modules paths (the default ones: {layer_names(model)}; `workbench "
+                       f"layers model=...` lists them all with their output shapes)")
 
 
 def infer_image_size(model_cfg: dict) -> int:
