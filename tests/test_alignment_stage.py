@@ -194,8 +194,10 @@ def test_headlines_point_at_the_values_and_cite_the_data(tiny_align_run):
     _, metrics, _ = tiny_align_run
     section = metrics["align"]
     names = [h["name"] for h in section["headline"]]
-    assert names == ["best_hIT", "best_mIT", "ridge_cowley_v4_210325_ceiled", "ridge_cowley_v4_210325_median_r",
-                     "cka_cowley_v4_210325"]
+    # each metric's post-hoc cards, then its committed-layer cards (cka scores no stimulus subsets: none)
+    assert names == ["best_hIT", "best_mIT", "rsa_hIT_committed", "rsa_mIT_committed",
+                     "ridge_cowley_v4_210325_ceiled", "ridge_cowley_v4_210325_median_r",
+                     "ridge_cowley_v4_210325_committed", "cka_cowley_v4_210325"]
     for h in section["headline"]:
         assert get_metric(metrics, h["key"]) == h["value"], h
     hit = section["headline"][0]

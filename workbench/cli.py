@@ -4,19 +4,19 @@
     workbench experiment=v4_encoding model=resnet18_32
     workbench -m experiment=spatial_weight_sweep model.topography.weight=0,0.5,2 seed=0,1
     workbench run_dir=results/topographic_alignment/2026-11-25_10-00-00   # resume a run
+    workbench layers model=torchvision model.name=alexnet   # every layer of a model, with its output shape
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = Path(os.environ.get("WORKBENCH_CONFIGS", PROJECT_ROOT / "configs"))
+from workbench.config import config_dir
+
+CONFIG_DIR = config_dir()
 
 
 def _check_config_dir() -> None:
@@ -51,8 +51,39 @@ def _app(cfg: DictConfig) -> float | None:
         return None
 
 
+def layers_command(overrides: list[str]) -> None:
+    """``workbench layers <overrides>``: every ``named_modules`` path of the configured model with its output shape
+    for the model's input size (``*`` marks the default layers, extracted when ``extract.layers`` is null)."""
+    from hydra import compose, initialize_config_dir
+
+    from workbench.config import ConfigError
+    from workbench.models import (build_model, infer_image_size, layer_names, layer_unit_shapes,
+                                  valid_layer_names, validate_model_config)
+    from workbench.pipeline import import_plugins
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=False)
+    try:
+        import_plugins(cfg)
+        model_cfg = validate_model_config(cfg["model"])
+        model = build_model(model_cfg).eval()
+    except ConfigError as err:
+        sys.exit(f"workbench: config error: {err}")
+    size = infer_image_size(model_cfg)
+    shapes = layer_unit_shapes(model, size, valid_layer_names(model))
+    defaults = set(layer_names(model))
+    print(f"{model_cfg.get('source') or 'workbench'}:{model_cfg['name']} at {size} px "
+          f"({len(shapes)} layers; * = default, extracted when extract.layers is null)")
+    for name in valid_layer_names(model):
+        shape = "x".join(map(str, shapes.get(name, ()))) or "?"
+        print(f"{'*' if name in defaults else ' '} {name:<48} {type(model.get_submodule(name)).__name__:<24} {shape}")
+
+
 def main() -> None:
     _check_config_dir()
+    if len(sys.argv) > 1 and sys.argv[1] == "layers":
+        layers_command(sys.argv[2:])
+        return
     _app()
 
 

@@ -154,3 +154,11 @@ def default_list(*items: Any) -> Any:
 def default_of(factory: Any) -> Any:
     """A field whose default is built by ``factory`` (a nested config, a dict)."""
     return dataclasses.field(default_factory=factory)
+
+
+def config_dir() -> "Path":
+    """The Hydra config folder: ``WORKBENCH_CONFIGS``, else the checkout's configs/ (an editable install)."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("WORKBENCH_CONFIGS", Path(__file__).resolve().parents[1] / "configs"))

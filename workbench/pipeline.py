@@ -24,7 +24,7 @@ __all__ = ["ConfigError", "run_pipeline", "run_stage", "validate_config", "resol
 
 # Top-level keys that are not a stage's section. data/trainer/logger are Hydra `_target_` specs for the train stage.
 BASE_KEYS = ("study", "seed", "device", "stages", "plugins", "results_root", "run_dir", "sweep_dir", "objective",
-             "data", "model", "trainer", "logger")
+             "data", "model", "trainer", "logger", "benchmark")
 # Keys that may differ between a run and its resumption without changing what is computed.
 RESUME_FREE_KEYS = ("run_dir", "sweep_dir", "stages", "device", "results_root")
 
@@ -38,7 +38,25 @@ def import_plugins(cfg: Mapping[str, Any]) -> list[str]:
         names = [names]
     for name in names:
         _import_plugin(str(name))
-    return list(names)
+    return _load_entry_point_plugins() + list(names)
+
+
+ENTRY_POINT_GROUP = "workbench.plugins"
+
+
+def _load_entry_point_plugins() -> list[str]:
+    """Installed packages' plugins: ``[project.entry-points."workbench.plugins"] my_pkg = "my_pkg.workbench"``."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as err:  # a broken plugin must say which package it came from
+            raise ConfigError(f"the workbench plugin {entry.name!r} ({entry.value}, installed by "
+                              f"{getattr(entry.dist, 'name', '?')}) failed to load: {err}") from err
+        loaded.append(entry.value)
+    return loaded
 
 
 def _import_plugin(name: str) -> None:
@@ -83,12 +101,14 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg.get("model"), Mapping):
         raise ConfigError("the config has no `model` section; pick one with model=<name>")
     out = dict(cfg)
+    if cfg.get("benchmark"):  # `workbench benchmark=<name>` (configs/benchmark/<name>.yaml): score that benchmark
+        out["align"] = {**dict(cfg.get("align") or {}), "benchmarks": [dict(cfg["benchmark"])]}
     from workbench.models import validate_model_config
 
     out["model"] = validate_model_config(cfg["model"])
     for key, name in sections.items():
         schema = STAGES.get(name).resolve_config()
-        out[key] = to_dict(parse(schema, cfg.get(key), key))
+        out[key] = to_dict(parse(schema, out.get(key), key))
     return out
 
 

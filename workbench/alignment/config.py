@@ -29,7 +29,7 @@ from workbench.config import ConfigError, bounded, default_list, default_of, par
 from workbench.registry import nearest
 
 # Keys of the align section of metrics.json that are not a metric's section: no metric may be named like them.
-RESERVED_SECTION_KEYS = ("layers", "summary", "headline", "references", "seconds", "captions")
+RESERVED_SECTION_KEYS = ("layers", "summary", "headline", "references", "seconds", "captions", "committed")
 # Keys of a recordings metric's section beside its data sets (metrics.json: align.<metric>.<dataset>).
 RECORDINGS_SECTION_KEYS = ("method", "n_folds", "standardize", "n_components", "ceiled_score_definitions",
                            "ceiling_definition", "ceiling_options", "kernel", "estimator", "rbf_bandwidth")
@@ -153,13 +153,23 @@ class AlignConfig:
     layers: list[str] | None = None              # null = every layer the extract stage wrote
     metrics: list[str] = default_list("rsa", "ridge")   # METRICS entries to score, in order (also: pls, cka)
     settings: dict[str, Any] = default_of(dict)  # metric name -> its settings (its schema's defaults fill the rest)
+    # BENCHMARKS entries (hit_rsa, v4_ridge_210325, ...), configs/benchmark/<name>.yaml files, .yaml paths or inline
+    # user benchmarks, scored after the metrics; each writes the section align.<benchmark name>
+    benchmarks: list[Any] = default_list()
+    # {metric name: settings} applied to every benchmark of that metric (e.g. {rsa: {n_bootstrap: 100}}); recorded
+    # in the benchmark's section, so a changed protocol is visible
+    benchmark_options: dict[str, dict[str, Any]] = default_of(dict)
+    # Brain-Score's practice: choose each target's layer on a seeded half of its stimuli, report its score on the
+    # other half (the per-layer profile's best layer is then labelled post hoc)
+    commit_layers: bool = True
+    commit_fraction: float = 0.5                 # fraction of the stimuli that chooses the layer
 
     def __post_init__(self):
         from workbench.alignment.metrics import METRICS
 
-        if not self.metrics:
-            raise ConfigError("metrics is empty: list the alignment metrics to score (e.g. [rsa, ridge]), or drop "
-                              "align from stages")
+        if not self.metrics and not self.benchmarks:
+            raise ConfigError("metrics is empty and so is benchmarks: list alignment metrics (e.g. [rsa, ridge]) or "
+                              "benchmarks (e.g. [hit_rsa, v4_ridge_210325]) to score, or drop align from stages")
         for key, names in (("metrics", self.metrics), ("settings", list(self.settings))):
             for name in names:
                 if name not in METRICS:
@@ -171,10 +181,58 @@ class AlignConfig:
                                       f"register it under another name")
         if len(set(self.metrics)) < len(self.metrics):
             raise ConfigError(f"metrics lists a metric twice: {self.metrics}")
+        if not 0 < self.commit_fraction < 1:
+            raise ConfigError(f"commit_fraction is the share of stimuli that chooses the layer, strictly between 0 "
+                              f"and 1 (e.g. 0.5); got {self.commit_fraction}")
         order = self.metrics + [n for n in self.settings if n not in self.metrics]
         self.settings = {name: parse(METRICS.get(name).config, self.settings.get(name), f"align.settings.{name}")
                          for name in order}
-        _one_readout_per_dataset(self.metrics, self.settings)
+        readers = {name: self.settings[name] for name in self.metrics}
+        readers.update(self._benchmark_settings())
+        _one_readout_per_dataset(list(readers), readers)
+
+    def _benchmark_settings(self) -> dict[str, Any]:
+        """{benchmark name: its parsed metric settings}; unknown names and clashes are ConfigErrors."""
+        from workbench.benchmarks import get_benchmark
+
+        out: dict[str, Any] = {}
+        for entry in self.benchmarks:
+            name, benchmark = get_benchmark(entry)
+            benchmark = with_options(benchmark, self.benchmark_options)
+            if name in out or name in self.metrics or name in RESERVED_SECTION_KEYS:
+                raise ConfigError(f"benchmarks: {name!r} is listed twice, or clashes with a metric or a key of the "
+                                  f"align section ({', '.join(RESERVED_SECTION_KEYS)})")
+            out[name] = benchmark.parsed_settings(name)
+        return out
+
+    def stimulus_sets_needed(self) -> list[str]:
+        """The stimulus sets whose activations the metrics and benchmarks read (what the extract stage writes)."""
+        from workbench.alignment.metrics import METRICS
+
+        metrics = [METRICS.get(name)(name, self.settings[name]) for name in self.metrics]
+        metrics += [benchmark_metric(entry, self.benchmark_options) for entry in self.benchmarks]
+        return list(dict.fromkeys(s for metric in metrics for s in metric.stimulus_sets()))
+
+
+def benchmark_metric(entry: Any, options: dict[str, dict[str, Any]] | None = None):
+    """The metric object of an ``align.benchmarks`` entry (named after the benchmark), with ``options``
+    (``align.benchmark_options``) applied."""
+    from workbench.benchmarks import get_benchmark
+
+    name, benchmark = get_benchmark(entry)
+    return with_options(benchmark, options or {}).metric_instance(name)
+
+
+def with_options(benchmark, options: dict[str, dict[str, Any]]):
+    """``benchmark`` with ``options[benchmark.metric]`` over its settings (the data keys stay the benchmark's)."""
+    import dataclasses
+
+    extra = dict(options.get(benchmark.metric) or {})
+    clash = {"stimulus_set", "rdm_set", "targets", "datasets"} & set(extra)
+    if clash:
+        raise ConfigError(f"benchmark_options.{benchmark.metric}.{sorted(clash)[0]}: a benchmark's data are its own; "
+                          f"score other data with another benchmark")
+    return dataclasses.replace(benchmark, settings={**benchmark.settings, **extra}) if extra else benchmark
 
 
 def _one_readout_per_dataset(metrics: list[str], settings: dict[str, Any]) -> None:

@@ -48,9 +48,17 @@ class NeuralSitesConfig:
     renamed_keys: ClassVar[dict[str, str]] = {"session": "dataset (cowley_v4_<session>)"}
 
     dataset: str = "cowley_v4_201025"
+    # or a benchmark whose encoding metric saves readouts (v4_ridge_<session>): its data set replaces `dataset`
+    benchmark: str | None = None
     layers: list[str] | None = None                      # null = the earliest layers with a readout, up to max_layers
     max_layers: int = bounded(1, min=1)
     neuroids: int | list[int] = default_list(0, 1)       # indices into the readout's neuroids, or k: the first k
+
+    def __post_init__(self) -> None:
+        if self.benchmark is not None:
+            from workbench.benchmarks import benchmark_dataset
+
+            self.dataset = benchmark_dataset(self.benchmark, "targets.neural_sites.benchmark", readouts=True)
 
 
 @dataclass

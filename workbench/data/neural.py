@@ -213,6 +213,49 @@ def validate_assembly(assembly: xr.DataArray, nan_policy: str = "raise",
     return assembly
 
 
+def save_assembly(assembly: xr.DataArray, path: str | Path) -> Path:
+    """Write an assembly (presentation x neuroid [x repetition]) as netCDF, atomically. Coordinates are stored
+    flat (netCDF has no MultiIndex), as BrainIO stores its assemblies; ``load_assembly`` reads it back."""
+    from workbench.utils import atomic_write_bytes
+
+    path = Path(path)
+    if path.suffix != ".nc":
+        raise ValueError(f"save_assembly writes netCDF: give a path ending in .nc, got {path}")
+    assembly = validate_assembly(assembly)
+    flat = assembly.reset_index([d for d in assembly.dims if d in assembly.indexes
+                                 and len(getattr(assembly.indexes[d], "names", [])) > 1])
+    return atomic_write_bytes(path, bytes(flat.to_netcdf()))
+
+
+def from_brainscore_layout(assembly: xr.DataArray) -> xr.DataArray:
+    """A Brain-Score / BrainIO assembly as this package lays them out: a ``time_bin`` dim of size 1 dropped,
+    ``neuroid`` x ``presentation`` transposed, and trial-level data with repeated presentations of a stimulus (a
+    ``repetition`` coordinate on ``presentation``) reshaped to presentation x neuroid x repetition (NaN where a
+    stimulus was shown fewer times). Anything else is returned unchanged."""
+    if "time_bin" in assembly.dims:
+        if assembly.sizes["time_bin"] != 1:
+            raise ValueError(f"the assembly has {assembly.sizes['time_bin']} time bins; select or average one "
+                             f"(assembly.sel(time_bin=...) or .mean('time_bin')) before loading")
+        assembly = assembly.isel(time_bin=0, drop=True)
+    if set(assembly.dims) == {"presentation", "neuroid"}:
+        assembly = assembly.transpose("presentation", "neuroid")
+    if "repetition" in assembly.dims or "repetition" not in assembly.coords or "stimulus_id" not in assembly.coords:
+        return assembly
+    ids = [str(s) for s in assembly["stimulus_id"].values]
+    reps = np.asarray(assembly["repetition"].values)
+    unique = list(dict.fromkeys(ids))
+    rep_index = {r: i for i, r in enumerate(np.unique(reps))}
+    out = np.full((len(unique), assembly.sizes["neuroid"], len(rep_index)), np.nan)
+    row = {s: i for i, s in enumerate(unique)}
+    values = assembly.values
+    for k, (sid, rep) in enumerate(zip(ids, reps)):
+        out[row[sid], :, rep_index[rep]] = values[k]
+    neuroid_coords = {name: ("neuroid", assembly[name].values) for name in assembly.coords
+                      if assembly[name].dims == ("neuroid",)}
+    return xr.DataArray(out, dims=("presentation", "neuroid", "repetition"),
+                        coords={"stimulus_id": ("presentation", unique), **neuroid_coords}, attrs=assembly.attrs)
+
+
 def load_assembly(path: str | Path, image_folder: str | Path | None = None, nan_policy: str = "raise",
                   image_size: int | None = None) -> tuple[xr.DataArray, StimulusSet | None]:
     """A user's assembly from netCDF (``.nc``) or ``.npz``, validated against its image folder.
@@ -224,7 +267,7 @@ def load_assembly(path: str | Path, image_folder: str | Path | None = None, nan_
     if not path.exists():
         raise FileNotFoundError(f"assembly file {path} does not exist")
     if path.suffix == ".nc":
-        assembly = xr.load_dataarray(path)
+        assembly = from_brainscore_layout(xr.load_dataarray(path))
     elif path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as d:
             for key in ("responses", "stimulus_id"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.config import ConfigError, bounded, default_list
+from workbench.config import ConfigError, bounded
 
 __all__ = ["ExtractConfig"]
 
@@ -14,15 +14,17 @@ __all__ = ["ExtractConfig"]
 class ExtractConfig:
     """Activations of the run's model for each stimulus set, cached in <run>/cache/activations."""
 
-    # registered stimulus sets (workbench.data.STIMULUS_SETS; a plugin may add its own)
-    stimulus_sets: list[str] = default_list("kriegeskorte92", "cowley_v4_201025", "cowley_v4_210325")
+    # registered stimulus sets (workbench.data.STIMULUS_SETS; a plugin may add its own); null = exactly the sets the
+    # later stages read (the align metrics' and benchmarks', the topography analysis')
+    stimulus_sets: list[str] | None = None
     layers: list[str] | None = None                 # null = every named layer of the model (models.layer_names)
     batch_size: int = bounded(64, min=1)
     # e.g. 4096: a fixed random Gaussian projection of wider layers (bounded memory); null = full layers
     projection_dim: int | None = bounded(None, min=1)
 
     def __post_init__(self):
-        repeated = sorted({s for s in self.stimulus_sets if self.stimulus_sets.count(s) > 1})
+        sets = self.stimulus_sets or []
+        repeated = sorted({s for s in sets if sets.count(s) > 1})
         if repeated:
             raise ConfigError(f"stimulus_sets lists {repeated} more than once")
         if self.layers is not None and not self.layers:

@@ -18,6 +18,22 @@ def _check_stimulus_sets(names: list[str]) -> None:
             raise ConfigError(f"extract.stimulus_sets[{i}]: {err.args[0]}") from None
 
 
+def stimulus_sets_needed(cfg) -> list[str]:
+    """The stimulus sets the run's other stages read from the extract stage (each stage's schema says which, with a
+    ``stimulus_sets_needed`` method): what ``extract.stimulus_sets: null`` extracts."""
+    from workbench.config import parse
+    from workbench.stages import STAGES
+
+    needed: list[str] = []
+    for name in cfg.get("stages") or []:
+        spec = STAGES.get(name)
+        schema = spec.resolve_config()
+        if schema is None or not hasattr(schema, "stimulus_sets_needed"):
+            continue
+        needed += parse(schema, cfg.get(spec.key), spec.key).stimulus_sets_needed()
+    return list(dict.fromkeys(needed))
+
+
 def extract_stage(ctx) -> dict:
     """Per stimulus set: the activations of every configured layer, written with ``ctx.run.save_activations`` (the
     later stages read them with ``ctx.run.load_activations``)."""
@@ -25,11 +41,15 @@ def extract_stage(ctx) -> dict:
     from workbench.features.extract import extract_activations
 
     opts = ctx.config
-    _check_stimulus_sets(opts.stimulus_sets)
+    names = opts.stimulus_sets if opts.stimulus_sets is not None else stimulus_sets_needed(ctx.cfg)
+    if not names:
+        raise ConfigError("extract: no stage after it reads activations and extract.stimulus_sets is null; name the "
+                          "sets to extract (extract.stimulus_sets=[kriegeskorte92]) or drop extract from stages")
+    _check_stimulus_sets(names)
     model = ctx.model()
     section: dict = {"stimulus_sets": {}, "preprocess": ctx.preprocess.to_dict()}
     work_dir = ctx.run.activations_work_dir
-    for name in opts.stimulus_sets:
+    for name in names:
         stimuli = load_stimuli(name)
         start = time.perf_counter()
         # per-layer pieces in the run's work folder: a rerun after a crash reuses the layers already extracted

@@ -55,6 +55,8 @@ class InterveneConfig:
     rsa_metric: str = "correlation"
     rsa_method: str = "spearman"
     v4_dataset: str = "cowley_v4_210325"  # registered both as a stimulus set and as a response set
+    v4_benchmark: str | None = None       # or a benchmark of one V4 data set (v4_ridge_<session>): its data set
+    rsa_benchmark: str | None = None      # or an RSA benchmark (hit_rsa): its RDM set and region replace rsa_*
     v4_layer: str | None = None           # null = response_layer
     v4_n_images: int | None = bounded(None, min=1)  # null = every image; a number = a seeded subset
     batch_size: int = bounded(256, min=1)
@@ -62,11 +64,28 @@ class InterveneConfig:
 
     def __post_init__(self) -> None:
         self._check_sizes()
+        self._from_benchmarks()
         if not self.contrasts:
             raise ConfigError("contrasts needs at least one category (e.g. {face: null})")
         if not 0.0 < self.ci_level < 1.0:
             raise ConfigError(f"ci_level must lie strictly between 0 and 1, got {self.ci_level}")
         self._check_selections()
+
+    def _from_benchmarks(self) -> None:
+        """v4_benchmark / rsa_benchmark name the data of a benchmark instead of the data sets themselves."""
+        from workbench.benchmarks import benchmark_dataset
+
+        if self.v4_benchmark is not None:
+            self.v4_dataset = benchmark_dataset(self.v4_benchmark, "v4_benchmark")
+        if self.rsa_benchmark is not None:
+            from workbench.benchmarks import get_benchmark
+
+            _, benchmark = get_benchmark(self.rsa_benchmark)
+            if benchmark.metric != "rsa" or benchmark.settings.get("stimulus_set") != self.stimulus_set:
+                raise ConfigError(f"rsa_benchmark: {self.rsa_benchmark!r} is not an RSA benchmark of stimulus set "
+                                  f"{self.stimulus_set!r} (the lesion effects are measured on that set's images)")
+            self.rsa_rdm_set = benchmark.settings["rdm_set"]
+            self.rsa_regions = list(benchmark.settings["targets"])
 
     def _check_sizes(self) -> None:
         sizes = list(self.lesion_sizes)

@@ -25,12 +25,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from workbench.config import ConfigError
 from workbench.models.networks import RESNET_LAYERS, SMALL_CNN_LAYERS, SmallCNN, resnet18_cifar, resnet18_imagenet
 from workbench.models.sheet import CorticalSheet, channel_tile_shape
-from workbench.registry import Registry
+from workbench.models.sources import SOURCES, ModelSource, default_layers, get_source
+from workbench.registry import Registry, nearest
 
 __all__ = [
-    "MODELS", "build_model", "layer_names", "layer_unit_shapes", "build_sheets", "sheet_config",
+    "MODELS", "SOURCES", "build_model", "model_preprocess", "valid_layer_names", "layer_names", "layer_unit_shapes", "build_sheets", "sheet_config",
     "save_checkpoint", "load_checkpoint", "CorticalSheet", "channel_tile_shape", "CHECKPOINT_FORMAT",
 ]
 
@@ -67,7 +69,7 @@ def _resnet18(num_classes: int = 1000, weights: str | None = None) -> nn.Module:
 
 
 # Keys of cfg["model"] that are not architecture arguments (read by the training and topography code).
-_SHARED_KEYS = {"name", "num_classes", "preprocess", "topography", "optimizer", "weights"}
+_SHARED_KEYS = {"name", "source", "num_classes", "preprocess", "topography", "optimizer", "weights"}
 
 
 def _plain(obj: Any) -> Any:
@@ -84,63 +86,113 @@ def _plain(obj: Any) -> Any:
     return json.loads(to_json(obj))
 
 
+@SOURCES.register("workbench", description="the workbench's model registry (workbench.models.MODELS)")
+class WorkbenchSource(ModelSource):
+    """The registry of this package and of the plugins; the builder's signature names its options."""
+
+    def options(self, model_cfg):
+        return set(inspect.signature(MODELS.get(model_cfg["name"])).parameters)
+
+    def build(self, model_cfg, options):
+        params = inspect.signature(MODELS.get(model_cfg["name"])).parameters
+        for key in ("num_classes", "weights"):
+            if key in params and key in model_cfg:
+                options = {**options, key: model_cfg[key]}
+        return MODELS.get(model_cfg["name"])(**options)
+
+
+def _architecture_options(model_cfg: dict, source: ModelSource) -> dict[str, Any]:
+    """The keys of ``model_cfg`` passed to the builder; an unknown key is a ConfigError naming the valid ones."""
+    accepted = source.options(model_cfg)
+    options = {k: v for k, v in model_cfg.items() if k not in _SHARED_KEYS}
+    if accepted is not None:
+        for key in options:
+            if key not in accepted:
+                valid = sorted((accepted | _SHARED_KEYS) - {"self"})
+                raise ConfigError(f"model {model_cfg['name']!r} takes no option {key!r}{nearest(key, valid)}; its "
+                                  f"options are {valid}")
+    return options
+
+
+def _check_name(model_cfg: dict, error: type[Exception] = ConfigError) -> None:
+    """A name, and (source workbench) a registered one; ``error`` is KeyError outside config validation."""
+    if "name" not in model_cfg:
+        raise error(f"model config needs a 'name'; registered models are: {', '.join(MODELS.names())} (or "
+                          f"set model.source: torchvision / timm / import)")
+    if (model_cfg.get("source") or "workbench") == "workbench" and model_cfg["name"] not in MODELS:
+        try:
+            MODELS.get(model_cfg["name"])
+        except KeyError as err:
+            raise error(f"model.name: {err.args[0]} (models of other libraries: model.source: torchvision, "
+                        f"timm or import)") from None
+
+
 def build_model(model_cfg: dict) -> nn.Module:
-    """Build ``model_cfg["name"]`` from the registry; attaches ``.cortical_sheets`` for its topography layers.
+    """Build the model ``model_cfg`` names (``source``: workbench registry, torchvision, timm, import); attaches
+    ``.cortical_sheets`` for its topography layers.
 
     Initial weights come from torch's global RNG: seed it (``workbench.utils.seed_everything``) first.
     """
     if not isinstance(model_cfg, dict) and not hasattr(model_cfg, "keys"):
         raise TypeError(f"model_cfg must be the cfg['model'] dict, got {type(model_cfg).__name__}")
     model_cfg = _plain(model_cfg)
-    if "name" not in model_cfg:
-        raise KeyError(f"model config needs a 'name'; registered models are: {', '.join(MODELS.names())}")
-    builder = MODELS.get(model_cfg["name"])
-    params = inspect.signature(builder).parameters
-    kwargs = {}
-    for key, value in model_cfg.items():
-        if key in params:
-            kwargs[key] = value
-        elif key not in _SHARED_KEYS:
-            raise ValueError(f"model {model_cfg['name']!r} takes no option {key!r}; its options are "
-                             f"{sorted(params)} (plus {sorted(_SHARED_KEYS)})")
-    num_classes = kwargs.get("num_classes", params["num_classes"].default if "num_classes" in params else None)
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    model = builder(**kwargs)
+    _check_name(model_cfg, KeyError)
+    num_classes = model_cfg.get("num_classes")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ConfigError(f"model.num_classes must be a positive integer, got {num_classes!r}")
+    source = get_source(model_cfg)
+    model = source.build(model_cfg, _architecture_options(model_cfg, source))
     model.workbench_name = model_cfg["name"]
+    if getattr(model, "workbench_layers", None) is None:
+        model.workbench_layers = default_layers(model)
     model.cortical_sheets = build_sheets(model, model_cfg)
     return model
 
 
+def model_preprocess(model_cfg: dict) -> dict[str, Any]:
+    """``model.preprocess`` filled in: the keys given, the rest from what the source knows of the weights
+    (torchvision / timm transforms), else from the CIFAR-10 defaults of ``PreprocessConfig`` with a warning (a 224 px model fed 32 px
+    images yields 1x1 maps in its last layers)."""
+    import warnings
+
+    from workbench.config import to_dict
+    from workbench.models.config import PreprocessConfig
+
+    given = {k: v for k, v in dict(model_cfg.get("preprocess") or {}).items() if v is not None}
+    if {"image_size", "mean", "std"} <= set(given):
+        return given
+    known = get_source(model_cfg).preprocess(model_cfg)
+    if known is not None:
+        return {**known, **given}  # e.g. image_size: 64 alone keeps the weights' normalisation
+    if (model_cfg.get("source") or "workbench") != "workbench":
+        warnings.warn(f"model {model_cfg.get('name')!r} has no preprocess and its source cannot tell the input size "
+                      f"and normalisation of its weights: using 32 px and CIFAR-10 statistics; set model.preprocess "
+                      f"(image_size, mean, std)", stacklevel=2)
+    return {**to_dict(PreprocessConfig()), **given}
+
+
 def validate_model_config(model_cfg: Any) -> dict[str, Any]:
-    """``cfg["model"]`` checked before any work: a registered name, only options its builder takes (plus the shared
-    keys), and the sub-sections against their schemas (``workbench.models.config``): model.preprocess,
-    model.optimizer, model.topography (with each loss's options checked by the loss's own signature). Errors name
-    the key and the nearest valid one. Returns it as a plain dict (as given: defaults are filled where used)."""
-    from workbench.config import ConfigError, parse
+    """``cfg["model"]`` checked before any work: a known source and name, only options its builder takes (plus the
+    shared keys), and the sub-sections against their schemas (``workbench.models.config``): model.preprocess (filled
+    from the weights' transforms when null), model.optimizer, model.topography (with each loss's options checked by
+    the loss's own signature). Errors name the key and the nearest valid one. Returns it as a plain dict."""
+    from workbench.config import parse
     from workbench.models.config import OptimizerConfig, PreprocessConfig, parse_model_topography
-    from workbench.registry import nearest
     from workbench.training.losses import LOSSES
 
     if not hasattr(model_cfg, "keys"):
         raise ConfigError(f"model should be a mapping (configs/model/*.yaml), got {type(model_cfg).__name__}")
     model_cfg = _plain(model_cfg)
-    if "name" not in model_cfg:
-        raise ConfigError(f"model config needs a 'name'; registered models are: {', '.join(MODELS.names())}")
-    try:
-        builder = MODELS.get(model_cfg["name"])
-    except KeyError as err:
-        raise ConfigError(f"model.name: {err.args[0]}") from None
-    params = inspect.signature(builder).parameters
-    for key in model_cfg:
-        if key not in params and key not in _SHARED_KEYS:
-            options = sorted(set(params) | _SHARED_KEYS)
-            raise ConfigError(f"model {model_cfg['name']!r} takes no option {key!r}{nearest(key, options)}; its "
-                              f"options are {options}")
+    _check_name(model_cfg)
+    _architecture_options(model_cfg, get_source(model_cfg))
     num_classes = model_cfg.get("num_classes")
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or num_classes < 1):
         raise ConfigError(f"model.num_classes must be a positive integer, got {num_classes!r}")
+    if (model_cfg.get("source") or "workbench") != "workbench" or any(
+            v is None for v in dict(model_cfg.get("preprocess") or {}).values()):
+        model_cfg["preprocess"] = model_preprocess(model_cfg)
     parse(PreprocessConfig, model_cfg.get("preprocess"), "model.preprocess")
     parse(OptimizerConfig, model_cfg.get("optimizer"), "model.optimizer")
     parse_model_topography(model_cfg.get("topography"), LOSSES)
@@ -148,26 +200,35 @@ def validate_model_config(model_cfg: Any) -> dict[str, Any]:
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """The layer names that extraction, topography and lesions accept for this model (forward order)."""
+    """The model's default layers (forward order): what extraction takes when ``extract.layers`` is null, and what
+    the analyses pick from. A workbench model names them (``.workbench_layers``); any other model gets
+    ``sources.default_layers``. Every ``named_modules`` path is valid (``valid_layer_names``)."""
     names = getattr(model, "workbench_layers", None)
-    if names is None:  # a model from elsewhere: its top-level children
-        names = [n for n, _ in model.named_children()]
-    return list(names)
+    return list(default_layers(model) if names is None else names)
+
+
+def valid_layer_names(model: nn.Module) -> list[str]:
+    """Every layer a config may name: the ``named_modules`` paths (the model itself excluded)."""
+    return [name for name, _ in model.named_modules() if name]
 
 
 def check_layers(model: nn.Module, layers: list[str]) -> None:
-    valid = layer_names(model)
+    valid = set(valid_layer_names(model))
     unknown = [layer for layer in layers if layer not in valid]
     if unknown:
-        raise KeyError(f"unknown layer(s) {unknown} for model {getattr(model, 'workbench_name', type(model).__name__)}"
-                       f"; valid layers are: {valid}")
+        model_name = getattr(model, "workbench_name", type(model).__name__)
+        raise KeyError(f"unknown layer(s) {unknown} for model {model_name}{nearest(unknown[0], sorted(valid))}; valid "
+                       f"layers are its named_modules paths (the default ones: {layer_names(model)}; `workbench "
+                       f"layers model=...` lists them all with their output shapes)")
 
 
 def infer_image_size(model_cfg: dict) -> int:
     pre = model_cfg.get("preprocess") or {}
     if "image_size" in pre:
         return int(pre["image_size"])
-    return 224 if model_cfg.get("name") == "resnet18" else 32
+    if (model_cfg.get("source") or "workbench") == "workbench":
+        return 224 if model_cfg.get("name") == "resnet18" else 32
+    return int(model_preprocess(model_cfg)["image_size"])
 
 
 @torch.no_grad()
@@ -180,7 +241,9 @@ def layer_unit_shapes(model: nn.Module, image_size: int = 32, layers: list[str] 
     handles = []
     for name in layers:
         def hook(_m, _inp, out, name=name):
-            shapes.setdefault(name, tuple(out.shape[1:]))
+            out = out[0] if isinstance(out, (tuple, list)) and out else out  # attention: (output, weights)
+            if isinstance(out, torch.Tensor):
+                shapes.setdefault(name, tuple(out.shape[1:]))
         handles.append(model.get_submodule(name).register_forward_hook(hook))
     was_training = model.training
     device = next(model.parameters()).device

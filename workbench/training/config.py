@@ -47,3 +47,8 @@ class TopographyConfig:
             raise ConfigError(f"max_distance_mm must be > 0 (or null for half the sheet), got {self.max_distance_mm}")
         if not self.contrasts:
             raise ConfigError("contrasts is empty; name at least one {target column: reference column or null}")
+
+    def stimulus_sets_needed(self) -> list[str]:
+        """The selectivity maps read the extract stage's activations of ``stimulus_set`` (extract.stimulus_sets:
+        null extracts it)."""
+        return [self.stimulus_set]

@@ -76,6 +76,39 @@ class AlignmentMetric:
         """Its own figures, ``{"align_<what>": matplotlib Figure}`` (built by workbench.alignment.plots)."""
         return {}
 
+    def split_scores(self, result: MetricResult, layers: list[str], fraction: float, seed: int
+                     ) -> dict[str, "SplitScores"]:
+        """{target (a section key of the metric): per-layer scores on a seeded ``fraction`` of its stimuli and on the
+        rest}, for committing a layer on data it is not scored on (``commit_layer``). {} = not supported."""
+        return {}
+
+
+@dataclass
+class SplitScores:
+    """Per-layer scores on the stimuli that choose the layer and on the held-out rest."""
+
+    select: dict[str, float]
+    test: dict[str, float]
+    n_select: int
+    n_test: int
+
+
+def split_stimuli(n: int, fraction: float, seed: int):
+    """(select, test) index arrays: a seeded random ``fraction`` of ``n`` stimuli and the rest (both sorted)."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(n)
+    k = min(max(int(round(n * fraction)), 1), n - 1)
+    return np.sort(order[:k]), np.sort(order[k:])
+
+
+def commit_layer(split: SplitScores) -> dict[str, Any]:
+    """The layer chosen on the select stimuli and its held-out score (Brain-Score's committed layer)."""
+    layer = best_layer(split.select)
+    return {"layer": layer, "held_out_score": split.test[layer], "select_score": split.select[layer],
+            "held_out_best_layer": best_layer(split.test), "n_select": split.n_select, "n_test": split.n_test,
+            "held_out_scores": dict(split.test)}
+
 
 class RecordingsMetric(AlignmentMetric):
     """A metric over ``settings.datasets``: each name is a stimulus set (the images, whose activations the extract

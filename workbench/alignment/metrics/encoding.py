@@ -70,7 +70,7 @@ class EncodingMetric(RecordingsMetric):
             sec["layers"][layer], fits[layer] = self._score_layer(ctx, dataset, layer, acts[layer], Y, ceiling,
                                                                   neuroid_ids)
         sec["best_layer"] = best_layer({layer: fits[layer].score for layer in layers})
-        return sec, {"Y": Y, "fit": fits[sec["best_layer"]], "ceiling": ceiling, "neuroid_ids": neuroid_ids,
+        return sec, {"Y": Y, "fit": fits[sec["best_layer"]], "fits": fits, "ceiling": ceiling, "neuroid_ids": neuroid_ids,
                      "region": _region(responses), "unit": responses.attrs.get("units", "")}
 
     def _score_layer(self, ctx, dataset: str, layer: str, X: np.ndarray, Y: np.ndarray, ceiling, neuroid_ids):
@@ -92,6 +92,23 @@ class EncodingMetric(RecordingsMetric):
             entry.update({k: v for k, v in ceiled_scores(res.r, ceiling).items() if k.endswith("median")})
         return entry, res
 
+    def split_scores(self, result: MetricResult, layers: list[str], fraction: float, seed: int):
+        """Median over neuroids of the Pearson r between the out-of-fold predictions and the responses, on the
+        select / held-out stimuli (the predictions are those of the cross-validation: each stimulus predicted by a
+        map fitted without it)."""
+        from workbench.alignment.metrics.base import SplitScores, split_stimuli
+        from workbench.alignment.regression import pearson_per_column
+
+        out = {}
+        for dataset in self.settings.datasets:
+            data = result.figure_data[dataset]
+            select, test = split_stimuli(len(data["Y"]), fraction, seed)
+            scores = [{layer: float(np.nanmedian(pearson_per_column(data["fits"][layer].predictions[idx],
+                                                                    data["Y"][idx]))) for layer in layers}
+                      for idx in (select, test)]
+            out[dataset] = SplitScores(scores[0], scores[1], len(select), len(test))
+        return out
+
     def summary(self, result: MetricResult) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for dataset in self.settings.datasets:
@@ -111,7 +128,7 @@ class EncodingMetric(RecordingsMetric):
             layer = sec["best_layer"]
             entry = sec["layers"][layer]
             region = result.figure_data[dataset]["region"]
-            label = f"{region} predictivity ({{}}{f', {dataset}' if several else ''})"
+            label = f"{region} predictivity ({{}}, post-hoc best layer{f', {dataset}' if several else ''})"
             key = f"{self.name}.{dataset}.layers.{layer}"
             if "r2_over_c_median" in entry:
                 out.append(ctx.headline(f"{self.name}_{dataset}_ceiled", entry["r2_over_c_median"],
