@@ -3,7 +3,8 @@
     workbench                                          # the default study (experiment=topographic_alignment)
     workbench experiment=v4_encoding model=resnet18_32
     workbench -m experiment=spatial_weight_sweep model.topography.weight=0,0.5,2 seed=0,1
-    workbench run_dir=results/topographic_alignment/2026-11-25_10-00-00   # resume a run
+    workbench run_dir=results/topographic_alignment/2026-11-25_10-00-00   # resume a run (its overrides re-applied)
+    workbench resume results/topographic_alignment/2026-11-25_10-00-00    # the same
 """
 
 from __future__ import annotations
@@ -33,13 +34,19 @@ def _app(cfg: DictConfig) -> float | None:
     from workbench.pipeline import get_metric, run_pipeline
     from workbench.run import RunDir
 
+    from workbench.overrides import OVERRIDES_FILE, write_overrides
+
     run = RunDir(HydraConfig.get().runtime.output_dir)
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    overrides = list(HydraConfig.get().overrides.task)
+    if not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides, so its folder alone resumes it
+        write_overrides(run.path, overrides)
     try:
         metrics = run_pipeline(plain, run)
     except ConfigError as err:  # a config mistake needs its message, not a traceback
         print(f"workbench: config error: {err}", file=sys.stderr)
         sys.exit(2)
+    write_overrides(run.path, overrides)  # a resumed run's overrides now include what this call changed
     print(f"[workbench] results: {run.path.resolve()}")
     if (run.path / "report.html").exists():
         print(f"[workbench] report:  {(run.path / 'report.html').resolve()}")
@@ -52,7 +59,13 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    from workbench.overrides import expand_resume
+
     _check_config_dir()
+    args, stored = expand_resume(sys.argv[1:])
+    if stored:
+        print(f"[workbench] resuming with the run's stored overrides: {' '.join(stored)}")
+    sys.argv = sys.argv[:1] + args
     _app()
 
 
