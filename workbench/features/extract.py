@@ -48,6 +48,11 @@ class Activations(Mapping):
     def layers(self) -> list[str]:
         return list(self._arrays)
 
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {'x'.join(map(str, self.unit_shapes.get(k) or a.shape[1:]))}"
+                           for k, a in self._arrays.items())
+        return f"Activations({len(self.stimulus_ids)} stimuli; {shapes or 'no layers'})"
+
     def save(self, path: str | Path) -> Path:
         meta = {"layers": self.layers, "unit_shapes": self.unit_shapes, "projection": self.projection}
         arrays = {f"layer/{k}": v for k, v in self._arrays.items()}

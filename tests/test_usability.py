@@ -1,0 +1,25 @@
+"""What a new user meets first: `workbench --help`, and objects that print as a short summary."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+from workbench.features.extract import Activations
+
+
+def test_help_says_what_the_tool_does_first():
+    out = subprocess.run([sys.executable, "-m", "workbench", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert out.startswith("workbench: a NeuroAI workbench")
+    assert "workbench resume <run folder>" in out and "== Configuration groups ==" in out
+    assert "experiment: inductive_bias, lesion_study" in out
+
+
+def test_stimulus_set_and_activations_print_short(k92):
+    text = repr(k92)
+    assert text.startswith("StimulusSet('kriegeskorte92': 92 images 175x175") and len(text.splitlines()) == 1
+    acts = Activations({"conv1": np.zeros((3, 8), np.float32), "fc": np.zeros((3, 10), np.float32)}, ["a", "b", "c"],
+                       {"conv1": (2, 2, 2), "fc": (10,)})
+    assert repr(acts) == "Activations(3 stimuli; conv1: 2x2x2, fc: 10)"
