@@ -134,8 +134,9 @@ STUDY_OVERRIDES = {
     "spatial_weight_sweep": ["model.topography.weight=0.5", "seed=0", "stages=[train,extract,topography,report]"],
     "v4_encoding": ["model=small_cnn", "extract.stimulus_sets=[cowley_v4_210325]",
                     "align.settings.ridge.datasets=[cowley_v4_210325]", "align.layers=[conv4,fc]"],
-    "inductive_bias": ["model=mlp", "seed=0", "extract.stimulus_sets=[kriegeskorte92]", "align.metrics=[rsa]"],
-    "lesion_study": [],
+    "inductive_bias": ["model=mlp", "seed=0", "extract.stimulus_sets=[kriegeskorte92]", "align.metrics=[rsa]",
+                       "align.settings.rsa.targets=[mIT]"],
+    "lesion_study": ["intervene.lesion_sizes=[0.2]", "intervene.n_random=1"],
 }
 
 

@@ -31,25 +31,26 @@ def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from workbench.config import ConfigError
+    from workbench.logs import LOG, setup_run_logging
+    from workbench.overrides import OVERRIDES_FILE, write_overrides
     from workbench.pipeline import get_metric, run_pipeline
     from workbench.run import RunDir
 
-    from workbench.overrides import OVERRIDES_FILE, write_overrides
-
     run = RunDir(HydraConfig.get().runtime.output_dir)
+    setup_run_logging(run.path)  # console + <run>/workbench.log, each line once
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     overrides = list(HydraConfig.get().overrides.task)
     if not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides, so its folder alone resumes it
         write_overrides(run.path, overrides)
     try:
-        metrics = run_pipeline(plain, run)
+        metrics = run_pipeline(plain, run, log=LOG.info)
     except ConfigError as err:  # a config mistake needs its message, not a traceback
         print(f"workbench: config error: {err}", file=sys.stderr)
         sys.exit(2)
     write_overrides(run.path, overrides)  # a resumed run's overrides now include what this call changed
-    print(f"[workbench] results: {run.path.resolve()}")
+    LOG.info(f"[workbench] results: {run.path.resolve()}")
     if (run.path / "report.html").exists():
-        print(f"[workbench] report:  {(run.path / 'report.html').resolve()}")
+        LOG.info(f"[workbench] report:  {(run.path / 'report.html').resolve()}")
     # sweepers (Optuna) maximise the value returned here
     try:
         value = get_metric(metrics, plain["objective"])
@@ -59,9 +60,11 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    from workbench.logs import quiet_noisy_loggers
     from workbench.overrides import expand_resume
 
     _check_config_dir()
+    quiet_noisy_loggers()  # before Hydra starts a sweeper (Optuna's storage logs through alembic)
     args, stored = expand_resume(sys.argv[1:])
     if stored:
         print(f"[workbench] resuming with the run's stored overrides: {' '.join(stored)}")

@@ -35,6 +35,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from workbench.logs import progress_disabled
+
 from workbench.attribution.safety import check_module_rules, safe_copy
 from workbench.attribution.targets import TargetForward, as_target
 from workbench.config import ConfigError, parse, to_dict
@@ -322,7 +324,8 @@ class AttributionMethod:
         t0 = time.perf_counter()
         chunk = max(1, self._images_per_chunk())
         parts = []
-        with tqdm(total=x.shape[0], desc=f"{self.name}: {self.target.label}", unit="img", disable=not progress,
+        with tqdm(total=x.shape[0], desc=f"{self.name}: {self.target.label}", unit="img",
+                  disable=progress_disabled(progress),
                   leave=False) as bar:
             for i in range(0, x.shape[0], chunk):
                 # Asking for input gradients here keeps captum from warning that it had to.

@@ -177,6 +177,8 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
     """One pass over the stimuli in batches, the outputs of ``layers`` captured by forward hooks."""
     from tqdm.auto import tqdm
 
+    from workbench.logs import progress_disabled
+
     named = dict(model.named_modules())
     was_training = model.training
     model.eval()
@@ -189,7 +191,7 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
         batches = range(0, len(stimuli), batch_size)
         name = getattr(stimuli, "name", "")
         bar = (progress(batches, name, len(batches)) if callable(progress) else
-               tqdm(batches, desc=f"extract {name}", unit="batch", disable=not progress, leave=False))
+               tqdm(batches, desc=f"extract {name}", unit="batch", disable=progress_disabled(progress), leave=False))
         for start in bar:
             x = preprocess(stimuli.images[start:start + batch_size], device=device)
             captured.clear()
