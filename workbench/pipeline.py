@@ -111,6 +111,7 @@ def run_pipeline(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None =
     cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
     todo = [s for s in stage_order() if s in cfg["stages"]]
     _check_resumable(run, cfg, force)
+    run.clear_failure()  # this call's outcome replaces the last one's (a stage that fails again writes it again)
     if cfg.get("from_run") and "train" in todo and (force or not run.has_stage("train")):
         _adopt_training(RunDir(cfg["from_run"], create=False), run, log)
     run.write_config(cfg)
@@ -125,10 +126,11 @@ def run_pipeline(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None =
         start = time.perf_counter()
         try:
             section = run_stage(name, cfg, run, log)
-        except Exception:
+        except Exception as err:
             # keep what earlier stages wrote; the failed stage reruns next time
             log(f"[workbench] {name} failed after {time.perf_counter() - start:.1f} s; earlier stages are kept in "
-                f"{run.path}. Fix the cause and rerun with run_dir={run.path} to resume.")
+                f"{run.path}. Fix the cause and resume with: workbench resume {run.path}")
+            run.write_failure(name, err, [s for s in todo if s not in run.metrics()])
             if "report" in todo and name != "report":
                 _partial_report(run, log)
             raise

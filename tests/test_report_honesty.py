@@ -1,0 +1,58 @@
+"""The report says only what the numbers support: CIs on cards, CIs including 0 flagged, failed checks flagged in
+place and summarised at the top, a failed run's partial report names the failed stage."""
+
+from __future__ import annotations
+
+import json
+
+from workbench.report import build_run_report
+from workbench.report.checks import card_interval, failed_checks, includes_zero
+from workbench.report.metrics import Card
+from workbench.run import RunDir
+
+METRICS = {
+    "topography": {"layers": {"conv3": {"contrasts": {"face": {"n_patches": 0}, "body": {"n_patches": 2}}},
+                              "conv4": {"contrasts": {"face": {"n_patches": 0}, "body": {"n_patches": 0}}}}},
+    "align": {"rsa": {"hIT": {"scores": {"fc": {"score": 0.05, "ci": [-0.02, 0.11]},
+                                         "conv4": {"score": 0.2, "ci": [0.1, 0.3]}}}},
+              "headline": [{"name": "best_hIT", "value": 0.05, "label": "hIT RSA (best layer)",
+                            "key": "align.rsa.hIT.scores.fc.score", "unit": "Spearman r"}]},
+    "attribute": {"checks": {"methods": {
+        "saliency": {"randomisation": {"spearman_fully_randomised": 0.82}},
+        "deeplift": {"completeness": {"relative_error_median": 0.97},
+                     "randomisation": {"spearman_fully_randomised": 0.1}},
+        "integrated_gradients": {"completeness": {"relative_error_median": 0.01}}}}},
+}
+
+
+def test_failed_checks_name_what_failed():
+    found = {(c.stage, c.key): c.message for c in failed_checks(METRICS)}
+    assert set(found) == {
+        ("attribute", "attribute.checks.methods.saliency.randomisation.spearman_fully_randomised"),
+        ("attribute", "attribute.checks.methods.deeplift.completeness.relative_error_median"),
+        ("topography", "topography.layers.*.contrasts.face.n_patches")}
+    assert "0.82" in found[("attribute", "attribute.checks.methods.saliency.randomisation.spearman_fully_randomised")]
+    assert failed_checks({}) == []
+
+
+def test_card_interval_is_found_beside_the_value():
+    card = Card("hIT RSA", 0.05, "align.rsa.hIT.scores.fc.score")
+    assert card_interval(card, METRICS) == (-0.02, 0.11) and includes_zero((-0.02, 0.11))
+    assert card_interval(Card("x", 1, "align.rsa.hIT.scores.conv4.score"), METRICS) == (0.1, 0.3)
+    assert card_interval(Card("acc", 0.1, "train.test_accuracy"), METRICS) is None
+    assert card_interval(Card("s", 0.9, "a.b", details={"ci": [0.7, 1.0]}), {}) == (0.7, 1.0)
+    assert not includes_zero((0.1, 0.3)) and not includes_zero(None)
+
+
+def test_report_flags_cards_checks_and_a_failed_stage(tmp_path):
+    run = RunDir(tmp_path / "run")
+    (run.path / "metrics.json").write_text(json.dumps(METRICS))
+    run.write_failure("intervene", ValueError("no sites"), ["intervene", "report"])
+    html = build_run_report(run.path).read_text()
+    assert "stage intervene failed" in html and "ValueError: no sites" in html and "intervene, report" in html
+    assert "3 checks failed" in html and html.index("3 checks failed") < html.index('id="summary"')
+    assert html.count('class="stage-warning"') == 3  # each check again in its own section
+    assert "CI [-0.02, 0.11]" in html and "CI includes 0" in html and 'class="card flagged"' in html
+    assert html.index('id="provenance"') > html.index('id="references"')  # provenance at the end
+    run.clear_failure()
+    assert "failed. This report is partial" not in build_run_report(run.path).read_text()
