@@ -14,7 +14,11 @@ METRICS = {
     "topography": {"layers": {"conv3": {"contrasts": {"face": {"n_patches": 0}, "body": {"n_patches": 2}}},
                               "conv4": {"contrasts": {"face": {"n_patches": 0}, "body": {"n_patches": 0}}}}},
     "align": {"rsa": {"hIT": {"scores": {"fc": {"score": 0.05, "ci": [-0.02, 0.11]},
-                                         "conv4": {"score": 0.2, "ci": [0.1, 0.3]}}}},
+                                         "conv4": {"score": 0.04, "ci": [0.01, 0.3]},
+                                         "conv1": {"score": 0.01, "ci": [-0.01, 0.03]}},
+                              "best_layer": "fc",
+                              "differences": {"conv4 - fc": {"diff": -0.01, "ci": [-0.05, 0.02]},
+                                              "conv1 - fc": {"diff": -0.04, "ci": [-0.06, -0.01]}}}},
               "headline": [{"name": "best_hIT", "value": 0.05, "label": "hIT RSA (best layer)",
                             "key": "align.rsa.hIT.scores.fc.score", "unit": "Spearman r"}]},
     "attribute": {"checks": {"methods": {
@@ -38,10 +42,23 @@ def test_failed_checks_name_what_failed():
 def test_card_interval_is_found_beside_the_value():
     card = Card("hIT RSA", 0.05, "align.rsa.hIT.scores.fc.score")
     assert card_interval(card, METRICS) == (-0.02, 0.11) and includes_zero((-0.02, 0.11))
-    assert card_interval(Card("x", 1, "align.rsa.hIT.scores.conv4.score"), METRICS) == (0.1, 0.3)
+    assert card_interval(Card("x", 1, "align.rsa.hIT.scores.conv4.score"), METRICS) == (0.01, 0.3)
     assert card_interval(Card("acc", 0.1, "train.test_accuracy"), METRICS) is None
     assert card_interval(Card("s", 0.9, "a.b", details={"ci": [0.7, 1.0]}), {}) == (0.7, 1.0)
     assert not includes_zero((0.1, 0.3)) and not includes_zero(None)
+
+
+def test_a_best_layer_tied_with_the_runner_up_says_so():
+    import copy
+
+    from workbench.report.checks import best_layer_caveat
+
+    card = Card("hIT RSA (best layer)", 0.05, "align.rsa.hIT.scores.fc.score")
+    assert best_layer_caveat(card, METRICS).startswith("best layer fc is not significantly better than the runner-up "
+                                                       "conv4")
+    clear = copy.deepcopy(METRICS)
+    clear["align"]["rsa"]["hIT"]["differences"]["conv4 - fc"]["ci"] = [-0.05, -0.01]
+    assert best_layer_caveat(card, clear) == "" and best_layer_caveat(Card("a", 1, "train.x"), METRICS) == ""
 
 
 def test_report_flags_cards_checks_and_a_failed_stage(tmp_path):
@@ -52,7 +69,7 @@ def test_report_flags_cards_checks_and_a_failed_stage(tmp_path):
     assert "stage intervene failed" in html and "ValueError: no sites" in html and "intervene, report" in html
     assert "3 checks failed" in html and html.index("3 checks failed") < html.index('id="summary"')
     assert html.count('class="stage-warning"') == 3  # each check again in its own section
-    assert "CI [-0.02, 0.11]" in html and "CI includes 0" in html and 'class="card flagged"' in html
+    assert "CI [-0.02, 0.11]" in html and "CI includes 0" in html and "runner-up conv4" in html and 'class="card flagged"' in html
     assert html.index('id="provenance"') > html.index('id="references"')  # provenance at the end
     run.clear_failure()
     assert "failed. This report is partial" not in build_run_report(run.path).read_text()

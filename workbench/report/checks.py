@@ -106,3 +106,28 @@ def as_interval(value: Any) -> tuple[float, float] | None:
 
 def includes_zero(interval: tuple[float, float] | None) -> bool:
     return interval is not None and interval[0] <= 0 <= interval[1]
+
+
+def best_layer_caveat(card: Card, metrics: Mapping[str, Any]) -> str:
+    """For a "best layer" headline whose section holds layer scores and bootstrap differences between layers
+    (RSA: ``<section>.scores.<layer>.score``, ``<section>.differences["a - b"].ci``): a sentence when the best layer
+    is not significantly better than the runner-up (the difference's CI includes 0), else ""."""
+    if ".scores." not in card.key:
+        return ""
+    try:
+        section = get_metric(metrics, card.key.split(".scores.")[0])
+    except KeyError:
+        return ""
+    scores, best = section.get("scores") or {}, section.get("best_layer")
+    others = {layer: s.get("score") for layer, s in scores.items() if layer != best and isinstance(s, Mapping)
+              and is_number(s.get("score"))}
+    if best not in scores or not others:
+        return ""
+    runner = max(others, key=others.get)
+    differences = section.get("differences") or {}
+    entry = differences.get(f"{best} - {runner}") or differences.get(f"{runner} - {best}") or {}
+    interval = as_interval(entry.get("ci")) if isinstance(entry, Mapping) else None
+    if not includes_zero(interval):
+        return ""
+    return (f"best layer {best} is not significantly better than the runner-up {runner} (difference CI "
+            f"[{interval[0]:.3g}, {interval[1]:.3g}] includes 0)")

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping
 
 from workbench.config import parse, to_dict
 from workbench.report import html as H
-from workbench.report.checks import FAILED_RUN_FILE, FailedCheck, card_interval, failed_checks, includes_zero
+from workbench.report.checks import (FAILED_RUN_FILE, FailedCheck, best_layer_caveat, card_interval, failed_checks,
+                                     includes_zero)
 from workbench.report.config import ReportConfig
 from workbench.report.discovery import read_json, read_yaml, require_run_dir
 from workbench.report.metrics import Card, collect_references, ordered_stages, select_headlines
@@ -111,7 +112,9 @@ def summary_html(cards: Iterable[Card], metrics: Mapping[str, Any] | None = None
         interval = card_interval(card, metrics or {})
         ci_html = (f"CI {H.esc(H.format_interval(*interval))}" if interval else
                    '<span class="none">no CI (a single value, no resampling)</span>')
-        warning = "CI includes 0: not distinguishable from 0, not a finding" if includes_zero(interval) else ""
+        warnings = ["CI includes 0: not distinguishable from 0, not a finding" if includes_zero(interval) else "",
+                    best_layer_caveat(card, metrics or {})]
+        warning = "; ".join(w for w in warnings if w)
         rows.append((card.label, card_value(card), "" if card.percent else card.unit, details, card.key, ci_html,
                      warning))
     return H.summary_cards(rows)
