@@ -102,18 +102,21 @@ def detail_text(value: Any) -> str:
     return str(value)
 
 
-def summary_html(cards: Iterable[Card], metrics: Mapping[str, Any] | None = None) -> str:
+def summary_html(cards: Iterable[Card], metrics: Mapping[str, Any] | None = None,
+                 checks: Iterable[FailedCheck] = ()) -> str:
     """The summary box: one card per headline (label, value, unit, its CI or "no CI", details, the metrics.json key).
-    A CI that includes 0 flags the card: the number is not distinguishable from 0."""
+    A card is flagged when its CI includes 0 (not distinguishable from 0), when its best layer is not significantly
+    better than the runner-up, or when it shows the number of a failed check."""
+    failed = {c.key: c.message for c in checks}
     rows = []
     for card in cards:
         details = " · ".join(f"{H.detail_name(name)} {detail_text(v)}".strip() for name, v in card.details.items()
                              if name != "ci")
         interval = card_interval(card, metrics or {})
         ci_html = (f"CI {H.esc(H.format_interval(*interval))}" if interval else
-                   '<span class="none">no CI (a single value, no resampling)</span>')
+                   '<span class="none">no CI computed</span>')
         warnings = ["CI includes 0: not distinguishable from 0, not a finding" if includes_zero(interval) else "",
-                    best_layer_caveat(card, metrics or {})]
+                    best_layer_caveat(card, metrics or {}), failed.get(card.key, "")]
         warning = "; ".join(w for w in warnings if w)
         rows.append((card.label, card_value(card), "" if card.percent else card.unit, details, card.key, ci_html,
                      warning))
@@ -272,7 +275,7 @@ def build_run_report(run_path: str | os.PathLike, *, config: ReportConfig | Mapp
     body: list[str] = [failure_banner(read_json(run / FAILED_RUN_FILE)), checks_summary(checks)]
     nav: list[tuple[str, str]] = []
     if want("summary"):
-        body.append(summary_html(select_headlines(metrics, rc.headline), metrics))
+        body.append(summary_html(select_headlines(metrics, rc.headline), metrics, checks))
     for stage in filter(want, shown_stages(metrics, figures)):
         nav.append((stage, stage_title(stage)[0]))
         body.append(stage_section_html(stage, metrics.get(stage), figures.get(stage, []), rc.captions, checks))
