@@ -73,3 +73,27 @@ def test_report_flags_cards_checks_and_a_failed_stage(tmp_path):
     assert html.index('id="provenance"') > html.index('id="references"')  # provenance at the end
     run.clear_failure()
     assert "failed. This report is partial" not in build_run_report(run.path).read_text()
+
+
+def test_a_failed_stage_leaves_a_partial_report_with_a_banner(tiny_config, tmp_path):
+    import pytest
+
+    from workbench.pipeline import run_pipeline
+    from workbench.stages import STAGES, stage
+
+    @stage("honesty_probe", after="align", title="Probe", citation="A test stage that fails.")
+    def honesty_probe(ctx):
+        raise RuntimeError("probe broke")
+
+    run = RunDir(tmp_path / "run")
+    try:
+        with pytest.raises(RuntimeError, match="probe broke"):
+            run_pipeline(tiny_config, run, stages=["honesty_probe", "report"], log=lambda _msg: None)
+    finally:
+        STAGES.remove("honesty_probe")  # other tests see the built-in stages only
+    assert run.failure() == {"stage": "honesty_probe", "error": "RuntimeError: probe broke",
+                             "missing": ["honesty_probe", "report"]}
+    html = (run.path / "report.html").read_text()
+    assert "stage honesty_probe failed" in html and "RuntimeError: probe broke" in html
+    run_pipeline(tiny_config, run, stages=["report"], log=lambda _msg: None)  # a later call that succeeds
+    assert run.failure() is None and "This report is partial" not in (run.path / "report.html").read_text()
