@@ -69,7 +69,8 @@ def test_report_flags_cards_checks_and_a_failed_stage(tmp_path):
     assert "stage intervene failed" in html and "ValueError: no sites" in html and "intervene, report" in html
     assert "3 checks failed" in html and html.index("3 checks failed") < html.index('id="summary"')
     assert html.count('class="stage-warning"') == 3  # each check again in its own section
-    assert "CI [-0.02, 0.11]" in html and "CI includes 0" in html and "runner-up conv4" in html and 'class="card flagged"' in html
+    assert "CI [-0.02, 0.11]" in html and "CI includes 0" in html and "runner-up conv4" in html
+    assert 'class="card flagged"' in html
     assert html.index('id="provenance"') > html.index('id="references"')  # provenance at the end
     run.clear_failure()
     assert "failed. This report is partial" not in build_run_report(run.path).read_text()
@@ -97,3 +98,29 @@ def test_a_failed_stage_leaves_a_partial_report_with_a_banner(tiny_config, tmp_p
     assert "stage honesty_probe failed" in html and "RuntimeError: probe broke" in html
     run_pipeline(tiny_config, run, stages=["report"], log=lambda _msg: None)  # a later call that succeeds
     assert run.failure() is None and "This report is partial" not in (run.path / "report.html").read_text()
+
+
+def _sweep(tmp_path, accuracies):
+    """A sweep folder of runs named by their overrides, each with one headline (test accuracy)."""
+    import yaml
+
+    for (weight, seed), accuracy in accuracies.items():
+        run = tmp_path / "sweep" / f"w={weight},seed={seed}"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"study": "s", "seed": seed, "w": weight}))
+        (run / "metrics.json").write_text(json.dumps({"train": {"test_accuracy": accuracy, "headline": [
+            {"name": "acc", "value": accuracy, "label": "Test accuracy", "key": "train.test_accuracy"}]}}))
+    return tmp_path / "sweep"
+
+
+def test_sweep_report_compares_run_with_run_against_the_seed_spread(tmp_path):
+    from workbench.report.sweep import build_sweep_report, seed_spread, sweep_table
+
+    sweep = _sweep(tmp_path, {(0, 0): 0.50, (0, 1): 0.52, (2, 0): 0.501, (2, 1): 0.519})
+    table = sweep_table(sweep)
+    # pooled over the two settings: sqrt((0.0002 + 0.000162) / 2)
+    assert seed_spread(table, "train.test_accuracy") == __import__("pytest").approx(0.013454, abs=1e-5)
+    html = build_sweep_report(sweep, run_reports=False).read_text()
+    section = html[html.index('id="runvsrun"'):html.index('id="runs"')]
+    assert "w: 0 → 2" in section and "seed s.d. 0.01345" in section and "within 2 s.d. of seeds" in section
+    assert "4 runs" in html
