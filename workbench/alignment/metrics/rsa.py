@@ -136,4 +136,14 @@ class RSAMetric(AlignmentMetric):
         data = result.figure_data["data_rdms"][target]
         mats = [model_rdms[i] for i in show] + [data.mean("subject").values]
         titles = [f"{layers[i]}{' (best)' if i == best else ''}" for i in show] + [f"{target} (mean of subjects)"]
-        return {"align_rdm_panels": rdm_panels(mats, titles, "RDMs (percentile of dissimilarity)")}
+        return {"align_rdm_panels": rdm_panels(mats, titles, "RDMs (percentile of dissimilarity)",
+                                               self._categories(result.figure_data["model_rdms"]))}
+
+    def _categories(self, model_rdms) -> list[str] | None:
+        """The stimulus set's ``category`` per RDM row (category boundaries on the panels), if it has one."""
+        from workbench.data import load_stimuli
+
+        metadata = load_stimuli(self.settings.stimulus_set).metadata.set_index("stimulus_id")
+        if "category" not in metadata:
+            return None
+        return [str(metadata.at[str(i), "category"]) for i in model_rdms.coords["stimulus"].values]
