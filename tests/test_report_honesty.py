@@ -124,3 +124,12 @@ def test_sweep_report_compares_run_with_run_against_the_seed_spread(tmp_path):
     section = html[html.index('id="runvsrun"'):html.index('id="runs"')]
     assert "w: 0 → 2" in section and "seed s.d. 0.01345" in section and "within 2 s.d. of seeds" in section
     assert "4 runs" in html
+
+
+def test_layer_profile_draws_an_estimate_outside_its_bootstrap_interval():
+    """A percentile bootstrap CI need not contain the full-data score (few resamples): the figure must still draw."""
+    from workbench.alignment.plots import LayerProfile, ProfileSeries, layer_profile
+
+    series = ProfileSeries("hIT", [0.10, 0.20], intervals=[(0.12, 0.15), (0.1, 0.3)])
+    fig = layer_profile(["conv1", "conv2"], [LayerProfile("RSA", "r", [series])])
+    assert fig.axes

@@ -60,9 +60,12 @@ def _draw_series(ax, x: np.ndarray, k: int, series: ProfileSeries) -> None:
     colour = f"C{k}"
     if series.intervals is not None:
         ci = np.asarray(series.intervals, dtype=float)
+        # a percentile bootstrap CI need not contain the full-data estimate (few resamples, skewed statistics):
+        # the bar then ends at the point rather than pointing the wrong way (matplotlib refuses negative errors)
+        below, above = np.clip(values - ci[:, 0], 0, None), np.clip(ci[:, 1] - values, 0, None)
         # neighbouring series are shifted a little so that their error bars do not hide each other
-        ax.errorbar(x + 0.08 * k, values, yerr=[values - ci[:, 0], ci[:, 1] - values], marker="o", capsize=3,
-                    color=colour, label=series.label)
+        ax.errorbar(x + 0.08 * k, values, yerr=[below, above], marker="o", capsize=3, color=colour,
+                    label=series.label)
     else:
         ax.plot(x, values, marker="o", color=colour, label=series.label)
     if isinstance(series.ceiling, tuple):
