@@ -305,7 +305,7 @@ def comparison_figure(table: SweepTable, x: str | None, columns: Sequence[Headli
             ax.set_xlabel(x)
         _honest_ylim(ax, frame[col].dropna().to_numpy(float))
         ax.set_title(label, fontsize=10)
-        ax.set_ylabel(col if col != label else "", fontsize=7)
+        # no y label: the title names the metric (a dotted metrics path is no axis title; it is in the runs table)
         ax.spines[["top", "right"]].set_visible(False)
         ax.grid(alpha=0.25)
     for ax in axes[len(columns):]:
