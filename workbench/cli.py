@@ -45,6 +45,8 @@ def _app(cfg: DictConfig) -> float | None:
     try:
         metrics = run_pipeline(plain, run, log=LOG.info)
     except ConfigError as err:  # a config mistake needs its message, not a traceback
+        if not (run.path / "config.yaml").exists():  # nothing ran: do not keep the mistake for a resume to re-apply
+            (run.path / OVERRIDES_FILE).unlink(missing_ok=True)
         print(f"workbench: config error: {err}", file=sys.stderr)
         sys.exit(2)
     write_overrides(run.path, overrides)  # a resumed run's overrides now include what this call changed
