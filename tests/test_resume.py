@@ -50,6 +50,7 @@ def _workbench(args, tmp_path, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_a_run_resumes_by_its_folder_alone(tmp_path, data_root):
     run = tmp_path / "run"
     _workbench(TINY + ["stages=[train]", f"run_dir={run}"], tmp_path)
