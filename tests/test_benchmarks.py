@@ -159,10 +159,10 @@ def test_brainscore_trial_layout_becomes_presentation_neuroid_repetition(tmp_pat
         "repetition": ("presentation", [i // 5 for i in range(10)])})
     path = tmp_path / "bs.nc"
     brainscore.to_netcdf(path)
-    assembly, _ = load_assembly(path)
+    assembly = load_assembly(path)
     assert assembly.dims == ("presentation", "neuroid", "repetition") and assembly.shape == (5, 3, 2)
     assert assembly.sel(presentation=1).values[:, 1].tolist() == values[:, 6, 0].tolist()  # s1, repetition 1
-    again, _ = load_assembly(save_assembly(assembly, tmp_path / "ours.nc"))
+    again = load_assembly(save_assembly(assembly, tmp_path / "ours.nc"))
     assert again.identical(assembly)
 
 

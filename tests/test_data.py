@@ -7,7 +7,8 @@ import xarray as xr
 from scipy.spatial.distance import squareform
 
 from workbench.data import (CIFAR10DataModule, ChecksumError, DataNotFoundError, StimulusSet, load_assembly,
-                            load_model_rdms, load_rdms, load_responses, load_stimuli, validate_assembly)
+                            load_model_rdms, load_rdms, load_recording, load_responses, load_stimuli,
+                            validate_assembly)
 
 
 def test_92_images_and_categories(k92):
@@ -101,12 +102,13 @@ def _user_assembly(tmp_path, ids, n_neuroids=3):
 
 def test_user_assembly_loads_in_stimulus_order(tmp_path):
     path, folder, resp = _user_assembly(tmp_path, ["d", "b", "a"])
-    assembly, stimuli = load_assembly(path, folder)
+    assembly, stimuli = load_recording(path, folder)
     assert list(stimuli.stimulus_ids) == ["d", "b", "a"]
+    assert isinstance(load_assembly(path, folder), xr.DataArray)  # as the README says
     assert np.array_equal(assembly.values, resp)
     # netCDF round trip
     assembly.to_netcdf(tmp_path / "a.nc")
-    again, _ = load_assembly(tmp_path / "a.nc", folder)
+    again = load_assembly(tmp_path / "a.nc", folder)
     assert np.array_equal(again.values, resp)
 
 

@@ -84,7 +84,7 @@ def test_intervene_stage_tiny(tmp_path, data_root):
     run = RunDir(tmp_path / "run")
     assert section["layer"] == "conv4" and section["response_layer"] == "avgpool"
     assert section["sheet"] == "model" and section["selections"] == {"disk_peak": "random_disk", "top_k": "random"}
-    for stem in ("intervene_lesion_curves", "intervene_lesion_map"):
+    for stem in ("intervene_lesion_curves", "intervene_lesion_map", "intervene_alignment_change"):
         assert (run.figures / f"{stem}.png").stat().st_size > 1000
     spec = section["specificity"]["animate"]["disk_peak"]
     for measure in ("cifar", "responses92"):

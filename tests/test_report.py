@@ -289,7 +289,8 @@ def test_summary_cards_format_percent_units_and_details():
                                                                           "ci": {"lower": 0.1, "upper": 0.2}})])
     assert "10.5 %" in out and "fraction" not in out
     assert "0.1345" in out and "Spearman r" in out
-    assert "layer fc · noise ceiling [0.37, 0.67] · CI [0.1, 0.2]" in out
+    assert "layer fc · noise ceiling [0.37, 0.67]" in out and '<div class="ci">CI [0.1, 0.2]</div>' in out
+    assert "no CI computed" in out.split("hIT RSA")[0]  # the accuracy card says it has none
 
 
 # -- sweeps ------------------------------------------------------------------------------------------------------------

@@ -60,3 +60,24 @@ def test_screenshot(tiny_run, tmp_path):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1000, 800)
     assert re.search(rb"IDAT", data)
+
+
+def test_headlines_state_their_ci_and_a_failed_check_is_summarised_on_the_first_screen(tiny_run, tmp_path):
+    import json
+
+    run = copy_run(tiny_run[0], tmp_path / "run")
+    check = check_page(build_run_report(run))
+    assert check.cards and all(card["ci"] for card in check.cards), check.cards  # a CI, or "no CI" said outright
+    assert any(card["ci"].startswith("CI [") for card in check.cards)  # the RSA cards carry their bootstrap CI
+    # the randomisation check of one method, passed and then forced to fail (maps unchanged by randomisation)
+    metrics = json.loads((run / "metrics.json").read_text())
+    method = next(iter(metrics["attribute"]["checks"]["methods"]))
+    message = f"randomisation check failed for {method}"
+    for spearman, shown in ((0.05, False), (0.95, True)):
+        metrics["attribute"]["checks"]["methods"][method]["randomisation"]["spearman_fully_randomised"] = spearman
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        check = check_page(build_run_report(run))
+        summaries = [n for n in check.notices if "checks" in n["kind"]]
+        assert any(message in n["text"] for n in summaries) is shown
+    assert summaries[0]["top"] < 1000  # on the first screen
+    assert check.ok, (check.broken_images, check.errors)

@@ -106,13 +106,13 @@ class StageContext:
 
     # -- feedback ------------------------------------------------------------------------------------------------
     def progress(self, iterable: Iterable, desc: str, total: int | None = None, unit: str = "it") -> Iterable:
-        """A tqdm progress bar named after the stage (off when ``WORKBENCH_PROGRESS=0``)."""
-        import os
-
+        """A tqdm progress bar named after the stage: drawn only on a terminal, off when ``WORKBENCH_PROGRESS=0``."""
         from tqdm.auto import tqdm
 
+        from workbench.logs import progress_disabled
+
         return tqdm(iterable, desc=f"{self.name}: {desc}", total=total, unit=unit, leave=False,
-                    disable=os.environ.get("WORKBENCH_PROGRESS", "1") == "0")
+                    disable=progress_disabled())
 
     def save_figure(self, fig, name: str) -> None:
         """figures/<name>.png and .pdf; closes the figure. Name it ``<stage>_<what>`` so the report files it."""

@@ -24,9 +24,9 @@ __all__ = ["ConfigError", "run_pipeline", "run_stage", "validate_config", "resol
 
 # Top-level keys that are not a stage's section. data/trainer/logger are Hydra `_target_` specs for the train stage.
 BASE_KEYS = ("study", "seed", "device", "stages", "plugins", "results_root", "run_dir", "sweep_dir", "objective",
-             "data", "model", "trainer", "logger", "benchmark")
+             "data", "model", "trainer", "logger", "benchmark", "force", "from_run")
 # Keys that may differ between a run and its resumption without changing what is computed.
-RESUME_FREE_KEYS = ("run_dir", "sweep_dir", "stages", "device", "results_root")
+RESUME_FREE_KEYS = ("run_dir", "sweep_dir", "stages", "device", "results_root", "force")
 
 
 def import_plugins(cfg: Mapping[str, Any]) -> list[str]:
@@ -120,12 +120,20 @@ def validate_config(cfg: Mapping[str, Any]) -> list[str]:
 
 def run_pipeline(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None = None, force: bool = False,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``stages`` (default: ``cfg["stages"]``) into ``run``; a stage already in metrics.json is skipped."""
+    """Run ``stages`` (default: ``cfg["stages"]``) into ``run``; a stage already in metrics.json is skipped.
+
+    ``force`` (or the config key ``force: true``) reruns every stage, whatever the folder holds. ``from_run: <run
+    folder>`` takes that run's trained model (checkpoint, model config and train section) instead of training."""
     from workbench.utils import get_device
 
+    force = force or bool(cfg.get("force"))
+    cfg = _with_source_model(cfg, log)
     cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
     todo = [s for s in stage_order() if s in cfg["stages"]]
     _check_resumable(run, cfg, force)
+    run.clear_failure()  # this call's outcome replaces the last one's (a stage that fails again writes it again)
+    if cfg.get("from_run") and "train" in todo and (force or not run.has_stage("train")):
+        _adopt_training(RunDir(cfg["from_run"], create=False), run, log)
     run.write_config(cfg)
     run.write_provenance(seed=cfg.get("seed"), device=str(get_device(cfg.get("device"))),
                          data_files=data_files_used())
@@ -138,10 +146,11 @@ def run_pipeline(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None =
         start = time.perf_counter()
         try:
             section = run_stage(name, cfg, run, log)
-        except Exception:
+        except Exception as err:
             # keep what earlier stages wrote; the failed stage reruns next time
             log(f"[workbench] {name} failed after {time.perf_counter() - start:.1f} s; earlier stages are kept in "
-                f"{run.path}. Fix the cause and rerun with run_dir={run.path} to resume.")
+                f"{run.path}. Fix the cause and resume with: workbench resume {run.path}")
+            run.write_failure(name, err, [s for s in todo if s not in run.metrics()])
             if "report" in todo and name != "report":
                 _partial_report(run, log)
             raise
@@ -167,16 +176,58 @@ def _check_resumable(run: RunDir, cfg: Mapping[str, Any], force: bool) -> None:
     previous = run.config()
     if not previous or force:
         return
-    old, new = _config_identity(previous), _config_identity(cfg)
-    if old != new:
+    differences = config_differences(_config_identity(previous), _config_identity(cfg))
+    if differences:
+        shown = "; ".join(differences[:12]) + (f"; and {len(differences) - 12} more" if len(differences) > 12 else "")
         raise ConfigError(
-            f"{run.path} already holds a run with a different config; resuming it would mix results. Use a new "
-            f"run_dir, or pass force=True to overwrite (differences in: "
-            f"{sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))})")
+            f"{run.path} already holds a run with a different config; resuming it would mix results. Differences "
+            f"(that run -> this call): {shown}. Use a new run_dir, or add force=true to rerun every stage in this "
+            f"folder with the new config. To reuse that run's trained model in another study, start a new run with "
+            f"from_run={run.path}.")
 
 
 def _config_identity(cfg: Mapping[str, Any]) -> dict:
     return {k: v for k, v in cfg.items() if k not in RESUME_FREE_KEYS}
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``"key.path: old -> new"`` for every leaf that differs (a key missing on one side shows as <unset>)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _with_source_model(cfg: Mapping[str, Any], log: Callable[[str], None]) -> Mapping[str, Any]:
+    """With ``from_run``, the model section is that run's (its checkpoint is that model, whatever is typed now)."""
+    if not cfg.get("from_run"):
+        return cfg
+    source = RunDir(cfg["from_run"], create=False)
+    if not source.has_checkpoint():
+        raise ConfigError(f"from_run: {source.path} has no trained model ({source.checkpoint_path} is missing); "
+                          f"finish that run's train stage first (workbench resume {source.path})")
+    model = source.config().get("model")
+    if model and model != cfg.get("model"):
+        log(f"[workbench] from_run: using the model config of {source.path} (its checkpoint is that model)")
+        return {**cfg, "model": model}
+    return cfg
+
+
+def _adopt_training(source: RunDir, run: RunDir, log: Callable[[str], None]) -> None:
+    """Copy ``source``'s checkpoint into ``run`` and record its train section, marked with where it came from."""
+    from workbench.utils import atomic_write_bytes
+
+    atomic_write_bytes(run.checkpoint_path, source.checkpoint_path.read_bytes())
+    for figure in sorted(source.figures.glob("train_*")):  # the training curves belong to the report too
+        atomic_write_bytes(run.figures / figure.name, figure.read_bytes())
+    section = dict(source.metrics().get("train") or {})
+    section["from_run"] = str(source.path.resolve())
+    run.write_stage("train", section)
+    log(f"[workbench] train: model taken from {source.path}")
 
 
 def data_files_used() -> list:

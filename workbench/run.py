@@ -184,6 +184,26 @@ class RunDir:
         metrics[stage] = section
         atomic_write_json(self.metrics_path, metrics)
 
+    # -- a run that stopped ---------------------------------------------------------------------------------------
+    @property
+    def failure_path(self) -> Path:
+        """failed.json: the stage that raised, its error and the stages not done (the report's banner); removed
+        when a later call finishes every stage."""
+        return self.path / "failed.json"
+
+    def write_failure(self, stage: str, error: BaseException, missing: list[str]) -> None:
+        atomic_write_json(self.failure_path, {"stage": stage, "error": f"{type(error).__name__}: {error}",
+                                              "missing": missing})
+
+    def failure(self) -> dict[str, Any] | None:
+        if not self.failure_path.is_file():
+            return None
+        with open(self.failure_path) as f:
+            return json.load(f)
+
+    def clear_failure(self) -> None:
+        self.failure_path.unlink(missing_ok=True)
+
     # -- config and provenance -------------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
         import yaml

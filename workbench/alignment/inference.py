@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.logs import progress_disabled
+
 from workbench.alignment import _rank_kernels
 from workbench.alignment.rsa import (DTYPE, as_condensed, canonical_method, check_same_stimuli, compare_rows,
                                      n_from_condensed, pair_weights, subject_stack,
@@ -421,7 +423,8 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
     ok_c = (uniq_c > 0).sum(1) >= 3
     scores_u = np.full((uniq_c.shape[0], M, 1 if fold else S), np.nan)
     todo = np.nonzero(ok_c)[0]
-    bar = tqdm(total=len(todo) + B * ceiling, desc=f"RSA bootstrap ({scheme}, {method})", disable=not progress,
+    bar = tqdm(total=len(todo) + B * ceiling, desc=f"RSA bootstrap ({scheme}, {method})",
+               disable=progress_disabled(progress),
                leave=False)
     for i in range(0, len(todo), batch_size):
         sel = todo[i:i + batch_size]

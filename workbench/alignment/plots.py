@@ -60,9 +60,12 @@ def _draw_series(ax, x: np.ndarray, k: int, series: ProfileSeries) -> None:
     colour = f"C{k}"
     if series.intervals is not None:
         ci = np.asarray(series.intervals, dtype=float)
+        # a percentile bootstrap CI need not contain the full-data estimate (few resamples, skewed statistics):
+        # the bar then ends at the point rather than pointing the wrong way (matplotlib refuses negative errors)
+        below, above = np.clip(values - ci[:, 0], 0, None), np.clip(ci[:, 1] - values, 0, None)
         # neighbouring series are shifted a little so that their error bars do not hide each other
-        ax.errorbar(x + 0.08 * k, values, yerr=[values - ci[:, 0], ci[:, 1] - values], marker="o", capsize=3,
-                    color=colour, label=series.label)
+        ax.errorbar(x + 0.08 * k, values, yerr=[below, above], marker="o", capsize=3, color=colour,
+                    label=series.label)
     else:
         ax.plot(x, values, marker="o", color=colour, label=series.label)
     if isinstance(series.ceiling, tuple):
@@ -71,24 +74,41 @@ def _draw_series(ax, x: np.ndarray, k: int, series: ProfileSeries) -> None:
         ax.axhline(series.ceiling, color=colour, ls="--", label=series.ceiling_label)
 
 
-def rdm_panels(rdms: Sequence[np.ndarray], titles: list[str], suptitle: str):
-    """RDMs side by side as percentile ranks of their dissimilarities (comparable colour scales)."""
+def rdm_panels(rdms: Sequence[np.ndarray], titles: list[str], suptitle: str,
+               categories: Sequence[str] | None = None):
+    """RDMs side by side as percentile ranks of their dissimilarities (one colour scale, one colourbar); with
+    ``categories`` (one label per stimulus, in RDM order), lines at the category boundaries and labelled blocks."""
     from scipy.stats import rankdata
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(rdms), figsize=(3.2 * len(rdms), 3.2))
+    fig, axes = plt.subplots(1, len(rdms), figsize=(3.2 * len(rdms) + 0.8, 3.6), layout="constrained")
     n = rdms[0].shape[0]
     upper = np.triu_indices(n, 1)
-    for ax, mat, title in zip(np.atleast_1d(axes), rdms, titles):
+    image = None
+    for i, (ax, mat, title) in enumerate(zip(np.atleast_1d(axes), rdms, titles)):
         ranked = np.zeros((n, n))
         ranked[upper] = rankdata(mat[upper]) / len(upper[0])
         ranked = ranked + ranked.T
-        ax.imshow(ranked, cmap="viridis", vmin=0, vmax=1)
+        image = ax.imshow(ranked, cmap="viridis", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if categories is not None:
+            _category_blocks(ax, categories, label=i == 0)
+    fig.colorbar(image, ax=list(np.atleast_1d(axes)), shrink=0.8, label="dissimilarity (percentile)")
     fig.suptitle(suptitle)
-    fig.tight_layout()
     return fig
+
+
+def _category_blocks(ax, categories: Sequence[str], label: bool) -> None:
+    """White lines between runs of equal category labels; the first panel names each block on its y axis."""
+    starts = [0] + [i for i in range(1, len(categories)) if categories[i] != categories[i - 1]]
+    ends = starts[1:] + [len(categories)]
+    for start in starts[1:]:
+        ax.axhline(start - 0.5, color="white", lw=0.8)
+        ax.axvline(start - 0.5, color="white", lw=0.8)
+    if label:
+        ax.set_yticks([(a + b - 1) / 2 for a, b in zip(starts, ends)], [categories[a] for a in starts], fontsize=7)
 
 
 def best_neuroid_predictions(predictions: np.ndarray, actual: np.ndarray, r: np.ndarray, neuroid_ids: Sequence[str],

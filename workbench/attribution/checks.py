@@ -27,6 +27,8 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm.auto import tqdm
 
+from workbench.logs import progress_disabled
+
 from workbench.attribution.methods import Attribution, method_class, prepare_inputs
 from workbench.attribution.safety import safe_copy
 from workbench.attribution.targets import TargetForward, as_target
@@ -182,7 +184,8 @@ def model_randomisation(model: nn.Module, inputs: Any, target: Any, method: str,
     randomised, _ = safe_copy(model)
     rand_modules = dict(randomised.named_modules())
     rows = []
-    for step, name in enumerate(tqdm(layers, desc=f"randomisation {cls.name}", disable=not progress, leave=False)):
+    bar = tqdm(layers, desc=f"randomisation {cls.name}", disable=progress_disabled(progress), leave=False)
+    for step, name in enumerate(bar):
         _randomise(rand_modules[name], seed + step)
         maps = cls(randomised, target, **options).attribute(x, baselines, progress=False)
         rows.append(spearman_rows(reference, reduce_maps(maps, reduce).reshape(len(x), -1)))

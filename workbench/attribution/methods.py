@@ -46,6 +46,7 @@ from workbench.attribution.safety import (
 )
 from workbench.attribution.targets import TargetForward, as_target
 from workbench.config import ConfigError, parse, to_dict
+from workbench.logs import progress_disabled
 from workbench.registry import Entry, Registry
 
 __all__ = [
@@ -458,8 +459,9 @@ class AttributionMethod:
         f(x) and f(baseline) its own forward passes gave (None where they did not give them for every chunk)."""
         chunk = max(1, self._images_per_chunk())
         parts, outs, base_outs = [], [], []
-        with (tqdm(total=x.shape[0], desc=f"{self.name}: {self.target.label}", unit="img", leave=False)
-              if progress else _NoBar()) as bar:
+        # no tqdm object at all when progress is off (its bookkeeping shows in small calls); on: terminal only
+        with (tqdm(total=x.shape[0], desc=f"{self.name}: {self.target.label}", unit="img", leave=False,
+                   disable=progress_disabled(progress)) if progress else _NoBar()) as bar:
             for i in range(0, x.shape[0], chunk):
                 # Asking for input gradients here keeps captum from warning that it had to.
                 xb = x[i:i + chunk].to(self.device).requires_grad_(True)

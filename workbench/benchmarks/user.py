@@ -118,11 +118,11 @@ def _metric_settings(spec: UserBenchmarkConfig) -> dict[str, Any]:
 
 def _register_data(spec: UserBenchmarkConfig, assembly: Path, images: Path) -> None:
     """Stimulus set, response set (and RDM set) named ``spec.name``; each loads and validates on first use."""
-    from workbench.data import RDM_SETS, RESPONSES, STIMULUS_SETS, load_assembly
+    from workbench.data import RDM_SETS, RESPONSES, STIMULUS_SETS, load_recording
 
     @functools.lru_cache(maxsize=1)
     def both():
-        responses, stimuli = load_assembly(assembly, images, nan_policy=spec.nan_policy,
+        responses, stimuli = load_recording(assembly, images, nan_policy=spec.nan_policy,
                                            image_size=spec.image_size)
         stimuli.name = spec.name
         return responses, stimuli

@@ -257,12 +257,20 @@ def from_brainscore_layout(assembly: xr.DataArray) -> xr.DataArray:
 
 
 def load_assembly(path: str | Path, image_folder: str | Path | None = None, nan_policy: str = "raise",
-                  image_size: int | None = None) -> tuple[xr.DataArray, StimulusSet | None]:
-    """A user's assembly from netCDF (``.nc``) or ``.npz``, validated against its image folder.
+                  image_size: int | None = None) -> xr.DataArray:
+    """A user's assembly (xarray, presentation x neuroid [x repetition]) from netCDF (``.nc``) or ``.npz``,
+    validated (and with ``image_folder``, checked against the image files: every stimulus id names one).
 
     ``.npz`` must hold ``responses`` (presentation x neuroid [x repetition]) and ``stimulus_id`` (presentation,), and
-    may hold ``neuroid_id``. Pickles are never read. Returns (assembly, stimulus set or None).
+    may hold ``neuroid_id``. Pickles are never read. ``load_recording`` also returns the images as a StimulusSet.
     """
+    return load_recording(path, image_folder, nan_policy, image_size)[0]
+
+
+def load_recording(path: str | Path, image_folder: str | Path | None = None, nan_policy: str = "raise",
+                   image_size: int | None = None) -> tuple[xr.DataArray, StimulusSet | None]:
+    """``(assembly, stimuli)``: ``load_assembly``'s assembly and its images in presentation order (None without
+    ``image_folder``), the two halves of a registered data set (``RESPONSES`` and ``STIMULUS_SETS``)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"assembly file {path} does not exist")

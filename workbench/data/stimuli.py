@@ -59,6 +59,12 @@ class StimulusSet:
     def stimulus_ids(self) -> np.ndarray:
         return self.metadata["stimulus_id"].to_numpy()
 
+    def __repr__(self) -> str:  # the dataclass default would print every pixel
+        n, h, w, _ = self.images.shape
+        columns = [c for c in self.metadata.columns if c != "stimulus_id"]
+        return (f"StimulusSet({self.name!r}: {n} images {h}x{w}, metadata columns {columns}, "
+                f"ids {list(self.stimulus_ids[:3])}{' ...' if n > 3 else ''})")
+
     def __len__(self) -> int:
         return len(self.metadata)
 

@@ -48,6 +48,11 @@ class Activations(Mapping):
     def layers(self) -> list[str]:
         return list(self._arrays)
 
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {'x'.join(map(str, self.unit_shapes.get(k) or a.shape[1:]))}"
+                           for k, a in self._arrays.items())
+        return f"Activations({len(self.stimulus_ids)} stimuli; {shapes or 'no layers'})"
+
     def save(self, path: str | Path) -> Path:
         meta = {"layers": self.layers, "unit_shapes": self.unit_shapes, "projection": self.projection}
         arrays = {f"layer/{k}": v for k, v in self._arrays.items()}
@@ -172,6 +177,8 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
     """One pass over the stimuli in batches, the outputs of ``layers`` captured by forward hooks."""
     from tqdm.auto import tqdm
 
+    from workbench.logs import progress_disabled
+
     named = dict(model.named_modules())
     was_training = model.training
     model.eval()
@@ -184,7 +191,7 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
         batches = range(0, len(stimuli), batch_size)
         name = getattr(stimuli, "name", "")
         bar = (progress(batches, name, len(batches)) if callable(progress) else
-               tqdm(batches, desc=f"extract {name}", unit="batch", disable=not progress, leave=False))
+               tqdm(batches, desc=f"extract {name}", unit="batch", disable=progress_disabled(progress), leave=False))
         for start in bar:
             x = preprocess(stimuli.images[start:start + batch_size], device=device)
             captured.clear()

@@ -113,3 +113,35 @@ def lesion_map_figure(selectivity: Mapping[str, np.ndarray], lesions: Mapping[st
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
+
+
+def alignment_change_figure(changes: Mapping[str, Mapping[str, Any]], size_label: str):
+    """One panel per brain target: the change of the layer's alignment score under each main-size lesion (lesioned
+    minus clean), selective lesions as bars, controls as their mean with the min-max over draws; 0 marked."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(changes), figsize=(4.2 * len(changes), 0.5 + 0.32 * _max_rows(changes)),
+                             squeeze=False, layout="constrained")
+    for ax, (target, scores) in zip(axes[0], changes.items()):
+        rows = [(name, entry) for name, entry in scores.items() if isinstance(entry, Mapping)
+                and ("delta" in entry or "delta_mean" in entry)]
+        for y, (name, entry) in enumerate(rows):
+            kind = name.split("/")[-1]
+            colour = KIND_STYLE.get(kind, ("tab:blue",))[0]
+            if "delta_mean" in entry:
+                lo, hi = entry["delta_range"]
+                ax.errorbar(entry["delta_mean"], y, xerr=[[entry["delta_mean"] - lo], [hi - entry["delta_mean"]]],
+                            fmt="o", color=colour, capsize=3)
+            else:
+                ax.barh(y, entry["delta"], color=colour, height=0.6)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(rows)), [name.replace("/", ": ") for name, _ in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(target, fontsize=10)
+        ax.set_xlabel(f"score change (lesioned - clean), {size_label}", fontsize=8)
+        ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def _max_rows(changes: Mapping[str, Mapping[str, Any]]) -> int:
+    return max((sum(isinstance(v, Mapping) for v in scores.values()) for scores in changes.values()), default=1)

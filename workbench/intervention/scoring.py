@@ -177,7 +177,9 @@ def _bootstrap_scores(statistic: _SiteProfiles, sel_labels: np.ndarray, eval_lab
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc="bootstrap interventional alignment", leave=False)
+        from workbench.logs import progress_disabled
+
+        iterator = tqdm(iterator, desc="bootstrap interventional alignment", leave=False, disable=progress_disabled())
     for b in iterator:
         c = profile_correlations(*statistic(sel_boot[b], eval_boot[b]))
         boot_score[b] = c["mean_matched"]

@@ -174,6 +174,7 @@ def intervene_stage(ctx) -> dict:
     if study.cifar is not None:
         section["sweep_cifar_accuracy"] = control_accuracy_curves(study)
     save_figures(study, curves)
+    save_alignment_changes(study, section)
     save_lesions(study)
     section["comparisons"] = COMPARISONS
     section["headline"] = headline(study, section)
@@ -682,6 +683,20 @@ def save_figures(study: LesionStudy, curves: dict) -> None:
     _, lesions = _map_lesions(study)
     ctx.save_figure(lesion_map_figure(study.selectivity, lesions, layer.positions, layer.unit_shape, layer.name),
                     "intervene_lesion_map")
+
+
+def save_alignment_changes(study: LesionStudy, section: dict) -> None:
+    """intervene_alignment_change: the RSA (per region) and V4 changes under lesions as a picture, not a table."""
+    from workbench.intervention.plots import alignment_change_figure
+
+    changes = {f"{region} RSA": scores for region, scores in (section.get("rsa_change") or {}).items()
+               if isinstance(scores, dict) and "clean" in scores}
+    if "clean" in (section.get("v4_change") or {}):
+        changes["V4 predictivity"] = section["v4_change"]
+    if changes:
+        size = study.fraction(study.plan.sizes[study.plan.main_index])
+        study.ctx.save_figure(alignment_change_figure(changes, f"{100 * size:.1f}% of the units lesioned"),
+                              "intervene_alignment_change")
 
 
 def save_lesions(study: LesionStudy) -> None:

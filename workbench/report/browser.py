@@ -72,6 +72,8 @@ class PageCheck:
     errors: list[str] = field(default_factory=list)              # console errors, exceptions, blocked loads
     warnings: list[str] = field(default_factory=list)
     title: str = ""
+    cards: list[dict[str, Any]] = field(default_factory=list)    # summary cards: {label, ci, flagged}
+    notices: list[dict[str, Any]] = field(default_factory=list)  # {kind, text, top (px from the page top)}
 
     @property
     def broken_images(self) -> list[dict[str, Any]]:
@@ -130,9 +132,16 @@ class _DevToolsPipe:
                 self.buffer += chunk
 
 
+# What the page shows, as the browser laid it out: images, the headline cards (with their CI line), and the notices
+# (failed run, failed checks) with their vertical position (a notice below the first screen is easy to miss).
 _IMAGES_JS = """JSON.stringify({title: document.title, images: Array.from(document.images).map(i => ({
   src: i.currentSrc.slice(0, 48), naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight,
-  complete: i.complete}))})"""
+  complete: i.complete})),
+  cards: Array.from(document.querySelectorAll('#summary .card')).map(c => ({
+    label: c.querySelector('.label')?.innerText || '', ci: c.querySelector('.ci')?.innerText || '',
+    flagged: c.classList.contains('flagged')})),
+  notices: Array.from(document.querySelectorAll('.notice')).map(n => ({
+    kind: n.className, text: n.innerText.slice(0, 2000), top: n.getBoundingClientRect().top}))})"""
 
 
 def check_page(html_path: str | os.PathLike, *, chromium: str | None = None, timeout: float = 60) -> PageCheck:
@@ -195,7 +204,8 @@ def _inspect(pipe: _DevToolsPipe, url: str, timeout: float) -> PageCheck:
     except TimeoutError:
         pass
     page = json.loads(result["result"]["value"])
-    check = PageCheck(url=url, images=page["images"], title=page["title"])
+    check = PageCheck(url=url, images=page["images"], title=page["title"], cards=page["cards"],
+                      notices=page["notices"])
     for event in pipe.events:
         _classify(event, check)
     try:

@@ -330,6 +330,14 @@ padding:.9rem 1.1rem}
 .card .value{font-size:2rem;font-weight:650;line-height:1.2;margin:.15rem 0}
 .card .value .unit{font-size:.85rem;font-weight:400;color:var(--muted);margin-left:.4rem}
 .card .detail{font-size:.85rem;color:var(--muted)}
+.card .ci{font-size:.9rem}
+.card .ci .none{color:var(--muted);font-style:italic}
+.card.flagged{border-left-color:#c0392b}
+.card .warning,.notice.checks li,.stage-warning{color:#a0281b}
+.notice{border:1px solid #e2b4ae;background:#fdf1ef;border-radius:10px;padding:.7rem 1rem;margin:0 0 1rem}
+.notice.failed{border-color:#c0392b;background:#fbe3df}
+.notice ul{margin:.3rem 0 0 1.1rem;padding:0}
+.stage-warning{border-left:4px solid #c0392b;padding:.3rem .8rem;margin:.5rem 0;background:#fdf1ef}
 .card .key{font-size:.72rem;color:#8a95a5;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .provgrid{display:flex;flex-wrap:wrap;gap:0 2.5rem;align-items:flex-start}
 .provgrid h3{margin-top:.2rem}
@@ -370,18 +378,29 @@ header.top{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-def summary_cards(cards: Sequence[tuple[str, str, str, str, str]]) -> str:
-    """(label, value, unit, detail, source key) cards for the headline numbers."""
+def summary_cards(cards: Sequence[tuple]) -> str:
+    """(label, value, unit, detail, source key[, CI html, warning]) cards for the headline numbers. A card with a
+    warning is drawn as flagged (class "flagged")."""
     if not cards:
         return ""
-    items = "".join(
-        f'<div class="card"><div class="label">{esc(label)}</div><div class="value num">{esc(value)}'
-        + (f'<span class="unit">{esc(unit)}</span>' if unit else "") + "</div>"
-        + (f'<div class="detail">{esc(detail)}</div>' if detail else "")
-        + (f'<div class="key" title="{esc(key)}"><code>{esc(key)}</code></div>' if key else "") + "</div>"
-        for label, value, unit, detail, key in cards
-    )
-    return f'<div class="summary" id="summary">{items}</div>'
+    items = []
+    for label, value, unit, detail, key, *extra in cards:
+        ci_html, warning = (list(extra) + ["", ""])[:2]
+        items.append(
+            f'<div class="card{" flagged" if warning else ""}"><div class="label">{esc(label)}</div>'
+            f'<div class="value num">{esc(value)}' + (f'<span class="unit">{esc(unit)}</span>' if unit else "")
+            + "</div>" + (f'<div class="ci">{ci_html}</div>' if ci_html else "")
+            + (f'<div class="warning">{esc(warning)}</div>' if warning else "")
+            + (f'<div class="detail">{esc(detail)}</div>' if detail else "")
+            + (f'<div class="key" title="{esc(key)}"><code>{esc(key)}</code></div>' if key else "") + "</div>")
+    return f'<div class="summary" id="summary">{"".join(items)}</div>'
+
+
+def notice(kind: str, title: str, items: Sequence[str], anchor: str = "") -> str:
+    """A coloured box above the content: ``kind`` "failed" (a stage stopped the run) or "checks" (failed checks)."""
+    lis = "".join(f"<li>{item}</li>" for item in items)
+    return (f'<div class="notice {esc(kind)}"' + (f' id="{esc(anchor)}"' if anchor else "") + f'><strong>{title}'
+            f"</strong>" + (f"<ul>{lis}</ul>" if lis else "") + "</div>")
 
 
 def page(title: str, subtitle_html: str, nav: Sequence[tuple[str, str]], body: str) -> str:

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping
 
 from workbench.config import parse, to_dict
 from workbench.report import html as H
+from workbench.report.checks import (FAILED_RUN_FILE, FailedCheck, best_layer_caveat, card_interval, failed_checks,
+                                     includes_zero)
 from workbench.report.config import ReportConfig
 from workbench.report.discovery import read_json, read_yaml, require_run_dir
 from workbench.report.metrics import Card, collect_references, ordered_stages, select_headlines
@@ -100,13 +102,45 @@ def detail_text(value: Any) -> str:
     return str(value)
 
 
-def summary_html(cards: Iterable[Card]) -> str:
-    """The summary box: one card per headline (label, value, unit, details, and the metrics.json key)."""
+def summary_html(cards: Iterable[Card], metrics: Mapping[str, Any] | None = None,
+                 checks: Iterable[FailedCheck] = ()) -> str:
+    """The summary box: one card per headline (label, value, unit, its CI or "no CI", details, the metrics.json key).
+    A card is flagged when its CI includes 0 (not distinguishable from 0), when its best layer is not significantly
+    better than the runner-up, or when it shows the number of a failed check."""
+    failed = {c.key: c.message for c in checks}
     rows = []
     for card in cards:
-        details = " · ".join(f"{H.detail_name(name)} {detail_text(v)}".strip() for name, v in card.details.items())
-        rows.append((card.label, card_value(card), "" if card.percent else card.unit, details, card.key))
+        details = " · ".join(f"{H.detail_name(name)} {detail_text(v)}".strip() for name, v in card.details.items()
+                             if name != "ci")
+        interval = card_interval(card, metrics or {})
+        ci_html = (f"CI {H.esc(H.format_interval(*interval))}" if interval else
+                   '<span class="none">no CI computed</span>')
+        warnings = ["CI includes 0: not distinguishable from 0, not a finding" if includes_zero(interval) else "",
+                    best_layer_caveat(card, metrics or {}), failed.get(card.key, "")]
+        warning = "; ".join(w for w in warnings if w)
+        rows.append((card.label, card_value(card), "" if card.percent else card.unit, details, card.key, ci_html,
+                     warning))
     return H.summary_cards(rows)
+
+
+def failure_banner(failure: Mapping[str, Any] | None) -> str:
+    """The banner of a run that stopped: which stage failed, with what error, and what is missing."""
+    if not failure:
+        return ""
+    missing = ", ".join(failure.get("missing") or []) or "nothing"
+    return H.notice("failed", f"This run stopped: stage {H.esc(str(failure.get('stage')))} failed. This report is "
+                    f"partial.", [f"Error: <code>{H.esc(str(failure.get('error')))}</code>",
+                                  f"Missing (not run or not finished): {H.esc(missing)}",
+                                  "Fix the cause, then resume: <code>workbench resume &lt;this run folder&gt;</code>"])
+
+
+def checks_summary(checks: list[FailedCheck]) -> str:
+    """The failed-check box at the top: each check, linked to the section where it is flagged again."""
+    if not checks:
+        return ""
+    items = [f'<a href="#{H.esc(c.stage)}">{H.esc(c.stage)}</a>: {H.esc(c.message)}' for c in checks]
+    return H.notice("checks", f"{len(checks)} check{'s' if len(checks) > 1 else ''} failed", items,
+                    anchor="failed-checks")
 
 
 def provenance_html(prov: Mapping[str, Any]) -> str:
@@ -186,7 +220,7 @@ def stage_title(stage: str) -> tuple[str, str]:
 
 
 def stage_section_html(stage: str, section: Mapping[str, Any] | None, figures: list[Path],
-                       captions: Mapping[str, str]) -> str:
+                       captions: Mapping[str, str], checks: Iterable[FailedCheck] = ()) -> str:
     """One stage's section: its title and lede, its figures, its metrics as tables (``section`` None: the stage
     saved figures but no metrics)."""
     title, lede = stage_title(stage)
@@ -195,8 +229,10 @@ def stage_section_html(stage: str, section: Mapping[str, Any] | None, figures: l
     cards = [H.figure_html(f, _caption(f.stem, stage, stage_captions)) for f in figures]
     metrics_part = (H.metrics_html(section, stage) if section is not None else
                     '<p class="muted">This stage saved figures but recorded no metrics (interrupted?).</p>')
+    warnings = "".join(f'<p class="stage-warning">Check failed: {H.esc(c.message)} (<code>{H.esc(c.key)}</code>)'
+                       f"</p>" for c in checks if c.stage == stage)
     return (f'<section id="{H.esc(stage)}" class="stage"><h2>{H.esc(title)}<span class="stagekey">'
-            f"{H.esc(stage)}</span></h2>" + (f'<p class="lede">{H.esc(lede)}</p>' if lede else "")
+            f"{H.esc(stage)}</span></h2>" + (f'<p class="lede">{H.esc(lede)}</p>' if lede else "") + warnings
             + H.figure_grid(cards) + metrics_part + "</section>")
 
 
@@ -235,19 +271,14 @@ def build_run_report(run_path: str | os.PathLike, *, config: ReportConfig | Mapp
     want = (lambda name: True) if rc.sections is None else set(rc.sections).__contains__
     figures = assign_figures(figure_files(run / "figures"), stage_order() + ordered_stages(metrics))
 
-    body: list[str] = []
+    checks = failed_checks(metrics)
+    body: list[str] = [failure_banner(read_json(run / FAILED_RUN_FILE)), checks_summary(checks)]
     nav: list[tuple[str, str]] = []
     if want("summary"):
-        body.append(summary_html(select_headlines(metrics, rc.headline)))
-    if want("config"):
-        nav.append(("config", "Config"))
-        body.append(f'<section id="config"><h2>Configuration</h2>{config_html(run, cfg)}</section>')
-    if want("provenance"):
-        nav.append(("provenance", "Provenance"))
-        body.append(f'<section id="provenance"><h2>Provenance</h2>{provenance_html(prov)}</section>')
+        body.append(summary_html(select_headlines(metrics, rc.headline), metrics, checks))
     for stage in filter(want, shown_stages(metrics, figures)):
         nav.append((stage, stage_title(stage)[0]))
-        body.append(stage_section_html(stage, metrics.get(stage), figures.get(stage, []), rc.captions))
+        body.append(stage_section_html(stage, metrics.get(stage), figures.get(stage, []), rc.captions, checks))
     if want("other") and figures.get("other"):
         cards = [H.figure_html(f, _caption(f.stem, "", rc.captions)) for f in figures["other"]]
         nav.append(("other", "Other figures"))
@@ -255,6 +286,13 @@ def build_run_report(run_path: str | os.PathLike, *, config: ReportConfig | Mapp
     if want("references"):
         nav.append(("references", "References"))
         body.append(references_html(collect_references(metrics)))
+    # where the numbers came from: at the end, so the first screen is the results
+    if want("config"):
+        nav.append(("config", "Config"))
+        body.append(f'<section id="config"><h2>Configuration</h2>{config_html(run, cfg)}</section>')
+    if want("provenance"):
+        nav.append(("provenance", "Provenance"))
+        body.append(f'<section id="provenance"><h2>Provenance</h2>{provenance_html(prov)}</section>')
 
     study = str(cfg.get("study") or run.parent.name or "run")
     subtitle = (f"Study <strong>{H.esc(study)}</strong> · {H.esc(run_timestamp(run, prov))} · run "

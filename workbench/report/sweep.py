@@ -303,8 +303,9 @@ def comparison_figure(table: SweepTable, x: str | None, columns: Sequence[Headli
                 ax.set_xticks(range(len(categories)), [_short(str(c)) for c in categories], rotation=20,
                               ha="right")
             ax.set_xlabel(x)
+        _honest_ylim(ax, frame[col].dropna().to_numpy(float))
         ax.set_title(label, fontsize=10)
-        ax.set_ylabel(col if col != label else "", fontsize=7)
+        # no y label: the title names the metric (a dotted metrics path is no axis title; it is in the runs table)
         ax.spines[["top", "right"]].set_visible(False)
         ax.grid(alpha=0.25)
     for ax in axes[len(columns):]:
@@ -313,6 +314,60 @@ def comparison_figure(table: SweepTable, x: str | None, columns: Sequence[Headli
     if len(names) > 1:
         fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), fontsize=8, frameon=False)
     return fig
+
+
+def _honest_ylim(ax, values: np.ndarray) -> None:
+    """Keep 0 on the y axis of a metric whose values share a sign: matplotlib's auto-limits would zoom onto the
+    data and draw a 0.001 difference as a cliff."""
+    if not len(values):
+        return
+    lo, hi = ax.get_ylim()
+    if values.min() >= 0:
+        ax.set_ylim(0, hi)
+    elif values.max() <= 0:
+        ax.set_ylim(lo, 0)
+
+
+def seed_spread(table: SweepTable, column: str) -> float | None:
+    """The s.d. over seeds of ``column`` within runs that share every other swept value, pooled over those groups
+    (None without two seeds of one setting): the yardstick for a difference between two runs."""
+    if SEED_KEY not in table.params:
+        return None
+    others = [p for p in table.params if p != SEED_KEY]
+    frame = table.frame[[*others, column]].dropna(subset=[column])
+    groups = frame.groupby(others, dropna=False)[column] if others else [(None, frame[column])]
+    variances = [(len(g) - 1, float(np.var(g, ddof=1))) for _, g in groups if len(g) > 1]
+    dof = sum(d for d, _ in variances)
+    return math.sqrt(sum(d * v for d, v in variances) / dof) if dof else None
+
+
+def run_vs_run_html(table: SweepTable, columns: Sequence[HeadlineColumn]) -> str:
+    """Each run against the first: the swept values it changes and the change of each headline metric, beside the
+    seed spread of that metric (a change within the seed spread is not a difference the sweep can show)."""
+    if len(table.runs) < 2 or not columns:
+        return '<p class="muted">One run: nothing to compare.</p>'
+    frame = table.frame
+    ref = frame.iloc[0]
+    spreads = {c.column: seed_spread(table, c.column) for c in columns}
+    head = ["run", f"differs from {ref['run']} in"] + [
+        f"Δ {c.label} (seed s.d. {H.format_number(spreads[c.column]) if spreads[c.column] is not None else 'n/a'})"
+        for c in columns]
+    rows = []
+    for _, r in frame.iloc[1:].iterrows():
+        changed = [f"{p}: {_param_text(ref[p])} → {_param_text(r[p])}" for p in table.params
+                   if str(ref[p]) != str(r[p])]
+        cells = [H.esc(r["run"]), H.esc("; ".join(changed) or "nothing swept")]
+        for c in columns:
+            a, b = ref[c.column], r[c.column]
+            delta = b - a if is_number(a) and is_number(b) and not (_isnan(a) or _isnan(b)) else None
+            spread = spreads[c.column]
+            within = delta is not None and spread is not None and abs(delta) <= 2 * spread
+            cells.append("—" if delta is None else H.esc(f"{delta:+.3g}") + (
+                ' <span class="na">(within 2 s.d. of seeds)</span>' if within else ""))
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ('<div class="metrics"><table class="matrix"><thead><tr>'
+            + "".join(f'<th scope="col">{H.esc(h)}</th>' for h in head)
+            + f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _save(fig, path_stem: Path) -> Path:
@@ -438,11 +493,18 @@ def build_sweep_report(sweep_dir: str | os.PathLike, *, title: str | None = None
             "Figures are also saved as PNG and PDF under <code>figures/</code>.</p>"
             + (H.figure_grid(figure_cards) if figure_cards else
                '<p class="muted">No numeric metric to compare across runs yet.</p>') + "</section>",
+            '<section id="runvsrun"><h2>Run vs run</h2><p class="lede">Each run against the first: what it '
+            "changes and how each headline metric moves, next to the spread over seeds.</p>"
+            + run_vs_run_html(table, columns) + "</section>",
             '<section id="runs"><h2>Runs</h2><p class="lede">Each run links to its own report. All numeric metrics '
             'of every run: <a href="metrics.csv">metrics.csv</a>.</p>' + runs_table + "</section>",
             f'<section id="sweepconfig"><h2>Sweep configuration</h2>{sweep_cfg}</section>']
-    subtitle = (f"Study <strong>{H.esc(study)}</strong> · {len(table.runs)} runs · <code>{H.esc(root.name)}</code>")
-    nav = [("comparison", "Comparison"), ("runs", "Runs"), ("sweepconfig", "Sweep configuration")]
+    n_runs = len(table.runs)
+    n_done = int((table.frame["completed_stages"] != "").sum()) if n_runs else 0
+    subtitle = (f"Study <strong>{H.esc(study)}</strong> · {n_runs} run{'s' if n_runs != 1 else ''}"
+                + (f" ({n_done} with results)" if n_done != n_runs else "") + f" · <code>{H.esc(root.name)}</code>")
+    nav = [("comparison", "Comparison"), ("runvsrun", "Run vs run"), ("runs", "Runs"),
+           ("sweepconfig", "Sweep configuration")]
     out = root / "report.html"
     atomic_write_text(out, H.page(title, subtitle, nav, "".join(body)))
     return out

@@ -42,6 +42,10 @@ def trainer_kwargs(cfg: dict) -> dict[str, Any]:
     if clash:
         raise ConfigError(f"trainer.{sorted(clash)} are set by the train stage (run dir, logger config group); "
                          "remove them from the trainer config")
+    from workbench.logs import on_terminal
+
+    if not on_terminal():  # Lightning's bar in a log file is one line per step
+        kwargs["enable_progress_bar"] = False
     if cfg.get("device") == "cpu":
         kwargs["accelerator"] = "cpu"
     elif cfg.get("device") == "cuda":

@@ -134,7 +134,9 @@ class EncodingMetric(RecordingsMetric):
                 out.append(ctx.headline(f"{self.name}_{dataset}_ceiled", entry["r2_over_c_median"],
                                         label.format("ceiled"), f"{key}.r2_over_c_median", unit="r²/c", layer=layer,
                                         dataset=dataset, raw_median_r=entry["median_r"],
-                                        ceiling_median=sec["ceiling_median"]))
+                                        ceiling_median=sec["ceiling_median"],
+                                        ceiling_convention="r²/c per neuroid, c = split-half reliability "
+                                                           "(Spearman-Brown), median over neuroids"))
             out.append(ctx.headline(f"{self.name}_{dataset}_median_r", entry["median_r"], label.format("median r"),
                                     f"{key}.median_r", unit="Pearson r (held-out)", layer=layer, dataset=dataset,
                                     method=self.method))

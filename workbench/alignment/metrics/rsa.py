@@ -9,6 +9,7 @@ import numpy as np
 from workbench.alignment.config import RSAConfig
 from workbench.alignment.metrics.base import METRICS, AlignmentMetric, MetricResult, best_layer, require
 
+SCHEME_WORDS = {"both": "stimuli and subjects"}  # bootstrap schemes, as a card says them
 UNITS = {"spearman": "Spearman r", "pearson": "Pearson r", "kendall_tau_a": "Kendall tau-a",
          "cosine": "cosine similarity", "whitened_cosine": "whitened cosine", "whitened_pearson": "whitened Pearson r"}
 
@@ -119,11 +120,16 @@ class RSAMetric(AlignmentMetric):
         for target in self.settings.targets:
             sec = result.section[target]
             layer = sec["best_layer"]
-            details: dict[str, Any] = {"layer": layer}
+            # the card names its data and how its interval and ceiling were made, so no number reads out of context
+            details: dict[str, Any] = {"layer": layer, "data": f"{self.settings.rdm_set} {target}, "
+                                       f"{sec['n_subjects']} subject(s)",
+                                       "ci_method": f"{100 * sec['ci_level']:.0f}% bootstrap over "
+                                       f"{SCHEME_WORDS.get(sec['scheme'], sec['scheme'])}"}
             if sec["noise_ceiling"] is not None:
                 details["noise_ceiling"] = self._ceiling(sec)
-            out.append(ctx.headline(f"best_{target}", sec["scores"][layer]["score"], f"{target} RSA (best layer, post hoc)",
-                                    f"{self.name}.{target}.scores.{layer}.score", unit=UNITS[sec["method"]],
+                details["ceiling_convention"] = "leave-one-subject-out lower, all-subject upper bound"
+            out.append(ctx.headline(f"best_{target}", sec["scores"][layer]["score"],
+                                    f"{target} RSA (best layer, post hoc)", f"{self.name}.{target}.scores.{layer}.score", unit=UNITS[sec["method"]],
                                     **details))
         return out
 
@@ -154,4 +160,14 @@ class RSAMetric(AlignmentMetric):
         titles = [f"{layers[i]}{' (best)' if i == best else ''}" for i in show] + [f"{target} (mean of subjects)"]
         # the built-in metric keeps its stable name; each benchmark / second RSA metric draws its own
         name = "align_rdm_panels" if self.name == "rsa" else f"align_{self.name}_rdm_panels"
-        return {name: rdm_panels(mats, titles, "RDMs (percentile of dissimilarity)")}
+        return {name: rdm_panels(mats, titles, "RDMs (percentile of dissimilarity)",
+                                 self._categories(result.figure_data["model_rdms"]))}
+
+    def _categories(self, model_rdms) -> list[str] | None:
+        """The stimulus set's ``category`` per RDM row (category boundaries on the panels), if it has one."""
+        from workbench.data import load_stimuli
+
+        metadata = load_stimuli(self.settings.stimulus_set).metadata.set_index("stimulus_id")
+        if "category" not in metadata:
+            return None
+        return [str(metadata.at[str(i), "category"]) for i in model_rdms.coords["stimulus"].values]
