@@ -22,6 +22,10 @@ from conftest import ROOT
 ILLUSTRATIVE = {
     "make run": "runs the full default study (minutes); its tiny form is test_cli.test_default_study_end_to_end",
     "make test": "runs this test suite itself",
+    ".venv/bin/workbench experiment=score_model benchmark=my_v1":
+        "needs the reader's recordings; test_benchmarks builds a benchmark from an assembly file and runs it",
+    ".venv/bin/workbench experiment=score_model 'align.benchmarks=[hit_rsa,/data/my_v1.yaml]'":
+        "needs the reader's recordings; test_benchmarks builds a benchmark from an assembly file and runs it",
 }
 TINY = ["preset=tiny", "data.subset=200", "data.test_subset=100"]
 PLUGINS = {
@@ -37,6 +41,15 @@ def my_net(num_classes: int = 10, width: int = 8, weights: str | None = None) ->
     model.add_module("flat", nn.Flatten())
     model.add_module("fc", nn.Linear(width, num_classes))
     return model
+''',
+    "my_pkg/__init__.py": "",
+    "my_pkg/models.py": '''
+from torch import nn
+
+
+def build_net(num_classes: int = 10, width: int = 8) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, num_classes))
 ''',
     "my_data.py": '''
 from recipe_neural import simulated_v1_responses, simulated_v1_stimuli
@@ -99,6 +112,7 @@ def _first_value(override: str) -> str:
 @pytest.fixture
 def plugin_folder(tmp_path, monkeypatch):
     for name, text in PLUGINS.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugins"))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -117,6 +131,11 @@ def test_documented_command_composes_and_validates(command, plugin_folder, tmp_p
     from workbench.pipeline import resolve_config
 
     args = workbench_args(command, tmp_path / "run", tmp_path / "sweep")
+    if args[0] == "layers":  # `workbench layers <overrides>`: the model section is what it reads
+        from workbench.models import validate_model_config
+
+        validate_model_config(compose(args[1:])["model"])
+        return
     resolve_config(compose(args))
 
 
@@ -137,6 +156,8 @@ STUDY_OVERRIDES = {
     "inductive_bias": ["model=mlp", "seed=0", "extract.stimulus_sets=[kriegeskorte92]", "align.metrics=[rsa]",
                        "align.settings.rsa.targets=[mIT]"],
     "lesion_study": ["intervene.lesion_sizes=[0.2]", "intervene.n_random=1"],
+    "score_model": ["model.preprocess.image_size=64", "extract.layers=[features.5,features.12]",
+                    "align.benchmarks=[hit_rsa,v4_ridge_210325]"],
 }
 
 
