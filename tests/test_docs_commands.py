@@ -131,7 +131,7 @@ def test_documented_command_composes_and_validates(command, plugin_folder, tmp_p
     from workbench.pipeline import resolve_config
 
     args = workbench_args(command, tmp_path / "run", tmp_path / "sweep")
-    if args[0] == "layers":  # `workbench layers <overrides>`: the model section is what it reads
+    if args[:1] == ["layers"]:  # `workbench layers <overrides>`: the model section is what it reads
         from workbench.models import validate_model_config
 
         validate_model_config(compose(args[1:])["model"])
