@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tests and CI read data from WORKBENCH_DATA; default to the shared mirror beside the checkout when it exists.
 export WORKBENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: run test test-fast setup bench clean-venv
+.PHONY: run test test-fast setup bench clean-venv mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# make mutation: mutation testing of the numerical core with mutmut ([tool.mutmut] in pyproject.toml), then
+# results/mutation/summary.md (score per module, every survivor's diff). Slow (hours on 2 cores); not part of CI.
+# MUTANTS narrows the run to mutant-name globs, e.g. make mutation MUTANTS='workbench.alignment.ceiling*'.
+MUTANTS ?=
+MUTATION_CHILDREN ?= 2
+mutation: $(STAMP)
+	$(PY) -m pip install -q -e ".[mutation]"
+	MPLBACKEND=Agg $(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	$(PY) tools/mutation_summary.py results/mutation/summary.md
 
 clean-venv:
 	rm -rf $(VENV)
