@@ -214,6 +214,57 @@ def test_spearman_brown_factor_for_all_repeats_is_the_ratio_of_mean_noise_varian
     assert spearman_brown(0.5, 3.0) == pytest.approx(0.75)
 
 
+@pytest.mark.parametrize("halves", ["equal", "unequal"])
+def test_split_halves_are_disjoint_random_halves_of_each_cells_valid_repeats(halves):
+    """The masks themselves (the direct computation above reuses them): sizes, disjointness, validity, and every
+    valid repeat equally likely to land in the first half."""
+    counts = np.array([[2, 3], [4, 5], [7, 6]])
+    valid = np.arange(8)[None, None, :] < counts[..., None]
+    in_first = np.zeros(valid.shape)
+    for first, second in split_half_masks(valid, 3000, seed=1, halves=halves):
+        assert not (first & second).any() and not (first & ~valid).any() and not (second & ~valid).any()
+        np.testing.assert_array_equal(first.sum(2), counts // 2)
+        np.testing.assert_array_equal(second.sum(2), counts // 2 if halves == "equal" else counts - counts // 2)
+        in_first += first
+    share = np.where(valid, in_first / 3000, np.nan)
+    expected = np.broadcast_to(((counts // 2) / counts)[..., None], valid.shape)
+    np.testing.assert_allclose(share[valid], expected[valid], atol=0.04)
+    # seeded: the same seed gives the same halves, another seed others
+    again = [f for f, _ in split_half_masks(valid, 3, seed=1, halves=halves)]
+    other = [f for f, _ in split_half_masks(valid, 3, seed=2, halves=halves)]
+    assert all(np.array_equal(a, b) for a, b in zip(again, [f for f, _ in split_half_masks(valid, 3, 1, halves)]))
+    assert not all(np.array_equal(a, b) for a, b in zip(again, other))
+
+
+def test_ceiling_options_follow_their_definitions():
+    counts = np.random.default_rng(10).integers(2, 8, size=(25, 3))
+    trials = _trials(counts, noise=0.8, seed=3)
+    r = split_half_correlations(trials, n_splits=6, seed=4)
+    factor = (1 / (counts // 2)).mean(0) / (1 / counts).mean(0)
+    np.testing.assert_allclose(split_half_ceiling(trials, 6, 4), spearman_brown(r, 2.0).mean(0))
+    np.testing.assert_allclose(split_half_ceiling(trials, 6, 4, spearman_brown_order="mean_r"),
+                               spearman_brown(r.mean(0), 2.0))
+    np.testing.assert_allclose(split_half_ceiling(trials, 6, 4, corrected_to="all_repeats"),
+                               spearman_brown(r, factor).mean(0))
+    np.testing.assert_allclose(spearman_brown_factor(trials), 2.0)
+    # three stimuli are the fewest a correlation across stimuli takes
+    assert split_half_correlations(trials[:3], n_splits=2).shape == (2, 3)
+    with pytest.raises(ValueError, match="at least 3 stimuli"):
+        split_half_correlations(trials[:2])
+
+
+def test_ceiling_defaults_are_the_documented_ones():
+    trials = _trials(np.random.default_rng(11).integers(2, 6, size=(12, 2)), noise=1.0, seed=5)
+    np.testing.assert_array_equal(split_half_ceiling(trials), split_half_ceiling(
+        trials, n_splits=100, seed=0, halves="equal", spearman_brown_order="per_split", corrected_to="kept_repeats"))
+    np.testing.assert_array_equal(split_half_correlations(trials), split_half_correlations(trials, 100, 0, "equal"))
+    valid = ~np.isnan(trials)
+    for (a, b), (c, d) in zip(split_half_masks(valid, 2), split_half_masks(valid, 2, seed=0, halves="equal")):
+        assert np.array_equal(a, c) and np.array_equal(b, d)
+    np.testing.assert_array_equal(spearman_brown_factor(trials), spearman_brown_factor(trials, "equal", "kept_repeats"))
+    assert spearman_brown(0.5) == pytest.approx(2 / 3)
+
+
 def test_ceiled_scores_at_a_ceiling_of_zero_are_undefined_not_infinite():
     r = np.array([0.3, 0.5, -0.2, 0.4])
     c = np.array([0.0, 0.25, 0.5, -0.1])
