@@ -342,6 +342,111 @@ def test_lesion_specificity_p_and_intervals_on_known_sampling_distributions():
         pytest.approx(1 / 501)
 
 
+def test_interventional_alignment_reports_its_direct_computation():
+    from workbench.intervention import category_dprime, class_deficits
+
+    x, sel_labels, sites, clean, lesion, eval_labels, n_classes = _site_case(n_sites=3, seed=5)
+    res = interventional_alignment(x, sel_labels, sites, clean, lesion, eval_labels, n_classes, n_bootstrap=300,
+                                   n_permutations=50, seed=2, level=0.9)
+    dprime = category_dprime(x, sel_labels[:, None] == np.arange(n_classes)[None, :])
+    s_prof = np.stack([dprime[:, site].mean(1) for site in sites])
+    d_prof = class_deficits(clean, lesion, eval_labels, n_classes)
+    np.testing.assert_allclose(res["selectivity_profiles"], s_prof, atol=1e-12)
+    np.testing.assert_allclose(res["deficit_profiles"], d_prof, atol=1e-12)
+    r = np.array([[stats.pearsonr(a, b)[0] for b in d_prof] for a in s_prof])
+    mismatched = r[~np.eye(3, dtype=bool)].mean()
+    assert res["score"] == pytest.approx(np.diag(r).mean())
+    assert res["mean_mismatched_r"] == pytest.approx(mismatched)
+    assert res["score_above_mismatched"] == pytest.approx(np.diag(r).mean() - mismatched)
+    np.testing.assert_allclose(res["per_site_r"], np.diag(r))
+    assert (res["n_sites"], res["n_categories"], res["n_bootstrap"], res["n_permutations"], res["ci_level"]) == \
+        (3, n_classes, 300, 50, 0.9)
+    # percentile intervals of resampled statistics hold their own point estimate
+    assert res["score_ci"][0] < res["score"] < res["score_ci"][1]
+    assert res["score_above_mismatched_ci"][0] < res["score_above_mismatched"] < res["score_above_mismatched_ci"][1]
+
+
+def _flat_profile_case(level: float) -> tuple[np.ndarray, np.ndarray]:
+    s = np.array([[1.0, 2.0, 4.0], [3.0, 1.0, 0.0], [0.0, 1.0, 0.5]])
+    d = np.array([[0.1, 0.3, 0.2], [level] * 3, [0.5, 0.1, 0.0]])   # site 1's lesion hurt every class alike
+    return s, d
+
+
+def _check_flat_profile_left_out(s: np.ndarray, d: np.ndarray) -> None:
+    out = profile_correlations(s, d)
+    r = np.array([[np.nan if np.ptp(b) == 0 else stats.pearsonr(a, b)[0] for b in d] for a in s])
+    assert np.isnan(out["matched"][1])
+    assert out["mean_matched"] == pytest.approx(np.nanmean(np.diag(r)))
+    assert out["mean_mismatched"] == pytest.approx(np.nanmean(r[~np.eye(3, dtype=bool)]))
+
+
+def test_profile_correlations_leave_a_flat_deficit_profile_out_of_the_means():
+    _check_flat_profile_left_out(*_flat_profile_case(0.0))
+    s, _ = _flat_profile_case(0.0)
+    flat = profile_correlations(s, np.zeros((3, 3)))
+    assert np.isnan(flat["mean_matched"]) and np.isnan(flat["mean_mismatched"])
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a flat deficit profile of a non-zero value (every class lost 0.2) is "
+                   "centred to rounding noise, not to 0, so its r is ~0 instead of undefined and is averaged into the "
+                   "matched / mismatched means (scoring._row_corr needs a relative tolerance on the norms)")
+def test_a_flat_non_zero_deficit_profile_is_left_out_too():
+    _check_flat_profile_left_out(*_flat_profile_case(0.2))
+
+
+def test_lesion_specificity_reports_its_direct_computation():
+    rng = np.random.default_rng(12)
+    n = 300
+    target = np.arange(n) < 120
+    selective = rng.random(n) * np.where(target, 1.0, 0.3)
+    random = rng.random((2, n)) * 0.5
+    res = lesion_specificity(selective, random, target, n_bootstrap=200, seed=3, level=0.8)
+    dt_s, do_s = selective[target].mean(), selective[~target].mean()
+    dt_r, do_r = random[:, target].mean(), random[:, ~target].mean()
+    expected = {"target_damage_selective": dt_s, "other_damage_selective": do_s, "target_damage_random": dt_r,
+                "other_damage_random": do_r, "specificity_ratio": dt_s / dt_r,
+                "specificity_index": (dt_s - do_s) - (dt_r - do_r)}
+    for name, value in expected.items():
+        assert res[name] == pytest.approx(value), name
+        assert res[f"{name}_ci"][0] < value < res[f"{name}_ci"][1], name
+    assert (res["n_target"], res["n_other"], res["n_controls"], res["n_bootstrap"], res["ci_level"]) == \
+        (120, 180, 2, 200, 0.8)
+    assert res["ratio_denominator_nonpositive_fraction"] == 0.0
+    # strata given as the target itself are the default strata
+    same = lesion_specificity(selective, random, target, strata=target.astype(int), n_bootstrap=200, seed=3, level=0.8)
+    assert same == res
+
+
+def test_lesion_specificity_resamples_the_random_controls():
+    """Two controls of target damage 0.1 and 0.5: a resample of the controls averages two draws from {0.1, 0.5}, so
+    its distribution puts a quarter of its mass on each end; the interval spans (about) 0.1 to 0.5."""
+    n = 200
+    target = np.arange(n) < 100
+    random = np.stack([np.where(target, 0.1, 0.0), np.where(target, 0.5, 0.0)])
+    res = lesion_specificity(np.where(target, 0.3, 0.0), random, target, n_bootstrap=400, seed=0)
+    assert res["target_damage_random_ci"] == pytest.approx((0.1, 0.5))
+    one = lesion_specificity(np.where(target, 0.3, 0.0), random[1], target, n_bootstrap=50)  # one control, 1-D
+    assert one["n_controls"] == 1 and one["target_damage_random"] == pytest.approx(0.5)
+
+
+def test_a_specificity_ratio_over_no_random_damage_is_undefined():
+    n = 100
+    target = np.arange(n) < 40
+    res = lesion_specificity(np.where(target, 0.5, 0.0), np.zeros((3, n)), target, n_bootstrap=50)
+    assert np.isnan(res["specificity_ratio"]) and res["ratio_denominator_nonpositive_fraction"] == 1.0
+    assert res["specificity_index"] == pytest.approx(0.5)
+
+
+def test_scoring_defaults_are_the_documented_ones():
+    case = _site_case(n_sites=2, seed=6)
+    explicit = interventional_alignment(*case, n_bootstrap=1000, n_permutations=1000, seed=0, level=0.95)
+    assert interventional_alignment(*case) == explicit
+    target = np.arange(60) < 20
+    damage = np.random.default_rng(0).random((3, 60))
+    assert lesion_specificity(damage[0], damage[1:], target) == \
+        lesion_specificity(damage[0], damage[1:], target, None, 1000, 0, 0.95)
+
+
 # -- pearson_rows (the spatial-correlation loss's correlation) against numpy -----------------------------------------
 def test_pearson_rows_equals_numpy_corrcoef_row_by_row():
     rng = np.random.default_rng(9)
