@@ -8,6 +8,8 @@ p-value (against scipy's exact permutation test) and the lesion-specificity boot
 distribution of a mean), and ``pearson_rows`` (against numpy). Each test names the wrong number it would catch.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -100,9 +102,10 @@ def _rsa_case(n_stimuli=10, n_subjects=5, seed=0):
 
 def test_bootstrap_difference_p_of_real_samples_equals_the_direct_count():
     models, subjects = _rsa_case()
-    res = bootstrap_rsa(models, subjects, "spearman", n_bootstrap=60, scheme="both", seed=3, progress=False)
+    models[1] = models[0]   # a copy of a layer
+    res = bootstrap_rsa(models, subjects, "pearson", n_bootstrap=60, scheme="both", seed=3, progress=False)
     np.testing.assert_allclose(res.difference_p(), _direct_difference_p(res.samples), atol=1e-15)
-    assert res.difference_p()[0, 1] == 1.0   # a monotone transform of a layer is the same layer for Spearman
+    assert res.difference_p()[0, 1] == 1.0   # a layer is never different from its copy
 
 
 def _materialised_score(model: np.ndarray, subject: np.ndarray, stimuli: np.ndarray, method: str) -> float:
@@ -266,14 +269,24 @@ def test_ceiling_defaults_are_the_documented_ones():
 
 
 def test_ceiled_scores_at_a_ceiling_of_zero_are_undefined_not_infinite():
-    r = np.array([0.3, 0.5, -0.2, 0.4])
-    c = np.array([0.0, 0.25, 0.5, -0.1])
-    out = ceiled_scores(r, c)
-    assert np.isnan(out["r2_over_c"][[0, 3]]).all() and np.isnan(out["r_over_c_sq"][[0, 3]]).all()
+    r = np.array([0.3, 0.5, -0.2, 0.4, 0.0])
+    c = np.array([0.0, 0.25, 0.5, -0.1, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # undefined entries are NaN quietly: no divide / invalid warnings
+        out = ceiled_scores(r, c)
+    assert np.isnan(out["r2_over_c"][[0, 3, 4]]).all() and np.isnan(out["r_over_c_sq"][[0, 3, 4]]).all()
     np.testing.assert_allclose(out["r2_over_c"][1:3], [0.25 / 0.25, 0.04 / 0.5])
     np.testing.assert_allclose(out["r_over_c_sq"][1:3], [(0.5 / 0.25) ** 2, (0.2 / 0.5) ** 2])
     assert out["r2_over_c_median"] == pytest.approx(np.median([1.0, 0.08]))
-    assert out["raw_r_median"] == pytest.approx(0.35) and out["ceiling_median"] == pytest.approx(0.125)
+    assert out["raw_r_median"] == pytest.approx(0.3) and out["ceiling_median"] == pytest.approx(0.0)
+
+
+def test_ceiled_scores_are_computed_in_float64_whatever_the_input_precision():
+    r, c = np.float32([0.3, 0.7]), np.float32([0.9, 0.6])
+    out = ceiled_scores(r, c)
+    r64, c64 = r.astype(np.float64), c.astype(np.float64)
+    np.testing.assert_array_equal(out["r2_over_c"], r64 ** 2 / c64)
+    np.testing.assert_array_equal(out["r_over_c_sq"], (r64 / c64) ** 2)
 
 
 # -- interventional alignment and lesion specificity ----------------------------------------------------------------

@@ -54,11 +54,12 @@ def load_equivalents(path: Path) -> dict[str, str]:
 
 
 def module_row(module: str, codes: dict[str, int | None], equivalents: dict[str, str]) -> tuple[str, float | None]:
-    """One table row: counts by outcome and the score killed / (checked - equivalent)."""
+    """One table row: counts by outcome and the score detected / (checked + no tests - equivalent): a mutant no
+    selected test calls is not detected."""
     counts = Counter(status(code) for code in codes.values())
     equivalent = sum(1 for name, code in codes.items() if status(code) == "survived" and name in equivalents)
     detected = counts["killed"] + counts["timeout"]
-    checked = detected + counts["survived"] - equivalent
+    checked = detected + counts["survived"] + counts["no tests"] - equivalent
     score = detected / checked if checked else None
     score_txt = f"{100 * score:.0f}%" if score is not None else "-"
     row = (f"| `{module}` | {len(codes)} | {counts['not checked']} | {detected} | {counts['survived'] - equivalent} | "
@@ -78,8 +79,9 @@ def survivor_section(name: str, equivalents: dict[str, str]) -> list[str]:
 def summary(root: Path, equivalents: dict[str, str], label: str) -> str:
     results = load_results(root)
     lines = [f"# Mutation testing summary ({label})", "",
-             "Score = (killed + timeout) / (checked - equivalent). Not-checked mutants were outside the run's time "
-             "budget; no-tests mutants are in code no selected test calls.", "",
+             "Score = (killed + timeout) / (killed + timeout + alive + no tests). Equivalent survivors are left out; "
+             "not-checked mutants were outside the run's time budget; no-tests mutants are in code no selected test "
+             "calls (they count as alive).", "",
              "| module | mutants | not checked | killed | alive | equivalent | no tests | score |",
              "|---|---|---|---|---|---|---|---|"]
     survivors = []
