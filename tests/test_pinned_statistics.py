@@ -467,4 +467,15 @@ def test_pearson_rows_equals_numpy_corrcoef_row_by_row():
     b = 0.6 * a + rng.normal(size=(6, 50)) + 2.0
     r = pearson_rows(torch.as_tensor(a), torch.as_tensor(b)).numpy()
     np.testing.assert_allclose(r, [np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)], rtol=1e-6)
-    assert pearson_rows(torch.as_tensor(a[:1]), torch.as_tensor(np.full((1, 50), 3.0))).item() == 0.0
+    # any leading shape: rows are the last axis
+    stacked = pearson_rows(torch.as_tensor(a.reshape(2, 3, 50)), torch.as_tensor(b.reshape(2, 3, 50))).numpy()
+    np.testing.assert_allclose(stacked.ravel(), r, rtol=1e-12)
+
+
+def test_pearson_rows_of_a_constant_row_is_zero_with_finite_gradients():
+    a = torch.tensor([[1.0, 2.0, 4.0, 3.0]], dtype=torch.float64, requires_grad=True)
+    constant = torch.full((1, 4), 3.0, dtype=torch.float64, requires_grad=True)
+    r = pearson_rows(a, constant)
+    assert r.item() == 0.0
+    r.sum().backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(constant.grad).all()
