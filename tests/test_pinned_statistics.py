@@ -249,11 +249,37 @@ def test_ceiling_options_follow_their_definitions():
                                spearman_brown(r.mean(0), 2.0))
     np.testing.assert_allclose(split_half_ceiling(trials, 6, 4, corrected_to="all_repeats"),
                                spearman_brown(r, factor).mean(0))
+    np.testing.assert_allclose(split_half_ceiling(trials, 6, 4, "unequal"),
+                               spearman_brown(split_half_correlations(trials, 6, 4, "unequal"), 2.0).mean(0))
+    np.testing.assert_allclose(split_half_ceiling(trials, 6, 4, spearman_brown_order="mean_r",
+                                                  corrected_to="all_repeats"), spearman_brown(r.mean(0), factor))
     np.testing.assert_allclose(spearman_brown_factor(trials), 2.0)
     # three stimuli are the fewest a correlation across stimuli takes
     assert split_half_correlations(trials[:3], n_splits=2).shape == (2, 3)
     with pytest.raises(ValueError, match="at least 3 stimuli"):
         split_half_correlations(trials[:2])
+
+
+@pytest.mark.parametrize("option, value", [("halves", "halfs"), ("spearman_brown_order", "median"),
+                                           ("corrected_to", "everything")])
+def test_an_unknown_ceiling_option_is_named_in_the_error(option, value):
+    trials = _trials(np.full((5, 1), 4), noise=1.0)
+    with pytest.raises(ValueError, match=f"{option}='{value}'"):
+        split_half_ceiling(trials, n_splits=2, **{option: value})
+
+
+def test_all_repeats_needs_equal_halves():
+    trials = _trials(np.full((5, 1), 4), noise=1.0)
+    with pytest.raises(ValueError, match="needs halves='equal'"):
+        split_half_ceiling(trials, n_splits=2, halves="unequal", corrected_to="all_repeats")
+
+
+def test_ceilings_of_float32_trials_are_computed_in_float64():
+    trials = _trials(np.random.default_rng(13).integers(2, 6, size=(15, 2)), noise=1.0, seed=6).astype(np.float32)
+    np.testing.assert_array_equal(split_half_correlations(trials, 3), split_half_correlations(trials.astype(float), 3))
+    r = np.float32([0.3, 0.55])
+    assert spearman_brown(r, 2.0).dtype == np.float64
+    np.testing.assert_array_equal(spearman_brown(r, 2.0), spearman_brown(r.astype(np.float64), 2.0))
 
 
 def test_ceiling_defaults_are_the_documented_ones():
@@ -278,6 +304,7 @@ def test_ceiled_scores_at_a_ceiling_of_zero_are_undefined_not_infinite():
     np.testing.assert_allclose(out["r2_over_c"][1:3], [0.25 / 0.25, 0.04 / 0.5])
     np.testing.assert_allclose(out["r_over_c_sq"][1:3], [(0.5 / 0.25) ** 2, (0.2 / 0.5) ** 2])
     assert out["r2_over_c_median"] == pytest.approx(np.median([1.0, 0.08]))
+    assert out["r_over_c_sq_median"] == pytest.approx(np.median([4.0, 0.16]))
     assert out["raw_r_median"] == pytest.approx(0.3) and out["ceiling_median"] == pytest.approx(0.0)
 
 
