@@ -89,6 +89,42 @@ def test_intervals_are_percentiles_of_the_usable_samples():
     assert summary["scores"]["m1"]["ci"] == pytest.approx(list(res.ci(0.9)[1]))
 
 
+def _result_with_ceilings(samples: np.ndarray, ceilings: np.ndarray) -> RSAResult:
+    n, k = samples.shape
+    return RSAResult([f"m{i}" for i in range(k)], "pearson", "both", np.array([0.1, 0.3, 0.2][:k]), (0.25, 0.45),
+                     samples, ceilings, np.zeros((n, 2), int), np.zeros((n, 5), int))
+
+
+def test_summary_dict_holds_every_interval_and_p_under_its_documented_name():
+    rng = np.random.default_rng(14)
+    res = _result_with_ceilings(rng.normal(size=(300, 3)), rng.normal([0.25, 0.45], 0.05, size=(300, 2)))
+    ci, dci, nc, p = res.ci(0.9), res.difference_ci(0.9), res.ceiling_ci(0.9), res.difference_p()
+    expected = {
+        "method": "pearson", "scheme": "both", "n_bootstrap": 300, "n_valid": 300, "ci_level": 0.9,
+        "scores": {f"m{i}": {"score": res.scores[i], "ci": list(ci[i]), "std": res.std()[i]} for i in range(3)},
+        "noise_ceiling": {"lower": 0.25, "upper": 0.45, "lower_ci": list(nc[0]), "upper_ci": list(nc[1])},
+        "differences": {f"m{i} - m{j}": {"diff": res.scores[i] - res.scores[j], "ci": list(dci[i, j]), "p": p[i, j]}
+                        for i in range(3) for j in range(3) if i < j},
+    }
+    assert res.to_dict(0.9) == expected
+    assert res.to_dict() == res.to_dict(0.95)
+
+
+def test_interval_defaults_and_the_ceiling_interval():
+    rng = np.random.default_rng(15)
+    ceilings = rng.normal([0.25, 0.45], [0.05, 0.02], size=(400, 2))
+    ceilings[3] = np.nan   # an unusable sample
+    res = _result_with_ceilings(rng.normal(size=(400, 2)), ceilings)
+    ok = ceilings[np.isfinite(ceilings).all(1)]
+    np.testing.assert_allclose(res.ceiling_ci(0.8), np.percentile(ok, [10, 90], axis=0).T)
+    np.testing.assert_array_equal(res.ceiling_ci(), res.ceiling_ci(0.95))
+    np.testing.assert_array_equal(res.ci(), res.ci(0.95))
+    np.testing.assert_array_equal(res.difference_ci(), res.difference_ci(0.95))
+    one_subject = _result_with_ceilings(rng.normal(size=(10, 2)), np.full((10, 2), np.nan))
+    ceiling_ci = one_subject.ceiling_ci()
+    assert ceiling_ci.shape == (2, 2) and np.isnan(ceiling_ci).all()
+
+
 def _rsa_case(n_stimuli=10, n_subjects=5, seed=0):
     """Subject RDMs = a shared signal + subject noise; model 0 is the signal, model 1 a monotone transform of it
     (identical under Spearman), model 2 unrelated."""
