@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tests and CI read data from WORKBENCH_DATA; default to the shared mirror beside the checkout when it exists.
 export WORKBENCH_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: run test test-fast setup bench clean-venv
+.PHONY: run test test-fast setup bench clean-venv mutation mutation-fast
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,30 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# make mutation: mutation testing of the numerical core with mutmut ([tool.mutmut] in pyproject.toml), then
+# results/mutation/summary.md (score per module, every survivor's diff). Slow (hours on 2 cores); not part of CI.
+# MUTANTS narrows the run to mutant-name globs, e.g. make mutation MUTANTS='workbench.alignment.ceiling*'.
+MUTANTS ?=
+MUTATION_CHILDREN ?= 2
+mutation: $(STAMP)
+	$(PY) -m pip install -q -e ".[mutation]"
+	MPLBACKEND=Agg $(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	$(PY) tests/mutation/mutation_summary.py results/mutation/summary.md
+
+# make mutation-fast: the same mutants run inside one pytest session (tests/mutation/mutation_inprocess.py): no process per
+# mutant, so minutes instead of hours; mutants share the process (the reference is make mutation).
+# MUTATION_TARGETS: comma-separated mutant-name globs.
+MUTATION_TARGETS ?= workbench.*
+MUTATION_TESTS ?= tests/test_pinned_statistics.py tests/test_properties.py tests/test_rsa.py tests/test_regression.py \
+	tests/test_cka_ceiling.py tests/test_intervention.py tests/test_training.py tests/test_topography.py \
+	tests/test_attribution.py
+mutation-fast: $(STAMP)
+	$(PY) -m pip install -q -e ".[mutation]"
+	$(PY) tests/mutation/mutation_inprocess.py
+	cd mutants && MPLBACKEND=Agg PYTHONPATH=../tests/mutation MUTATION_TARGETS='$(MUTATION_TARGETS)' \
+		../$(PY) -m pytest -p mutation_inprocess -q -m "not slow" -p no:cacheprovider $(MUTATION_TESTS) || true
+	$(PY) tests/mutation/mutation_summary.py results/mutation/summary.md
 
 clean-venv:
 	rm -rf $(VENV)
