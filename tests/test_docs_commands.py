@@ -155,7 +155,7 @@ STUDY_OVERRIDES = {
                     "align.settings.ridge.datasets=[cowley_v4_210325]", "align.layers=[conv4,fc]"],
     "inductive_bias": ["model=mlp", "seed=0", "extract.stimulus_sets=[kriegeskorte92]", "align.metrics=[rsa]",
                        "align.settings.rsa.targets=[mIT]"],
-    "lesion_study": ["intervene.lesion_sizes=[0.2]", "intervene.n_random=1"],
+    "lesion_study": ["intervene.lesion_sizes=[0.2]", "intervene.main_size=0.2", "intervene.n_random=1"],
     "score_model": ["model.preprocess.image_size=64", "extract.layers=[features.5,features.12]",
                     "align.benchmarks=[hit_rsa,v4_ridge_210325]"],
 }
