@@ -7,7 +7,7 @@ with intervals and ceilings), so a metric registered by a plugin gets its panel 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -128,3 +128,33 @@ def best_neuroid_predictions(predictions: np.ndarray, actual: np.ndarray, r: np.
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def ceiled_by_layer(layers: list[str], per_dataset: Mapping[str, Mapping[str, np.ndarray]], ylabel: str,
+                    region: str = "neural"):
+    """One panel per data set (session): per layer, a box of the per-neuroid ceiled scores (median line, box =
+    interquartile range, whiskers 5th-95th percentile) so the spread across neuroids shows beside the median; a
+    dashed line at 1, the ceiling. Sessions get their own panels: their neuroids and ceilings differ, so their boxes
+    are not comparable side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(per_dataset), figsize=(max(4.5, 0.8 * len(layers) + 1.5) * len(per_dataset), 4),
+                             squeeze=False, sharey=True)
+    for ax, (dataset, per_layer) in zip(axes[0], per_dataset.items()):
+        values = [_finite(per_layer[layer]) for layer in layers]
+        ax.boxplot(values, whis=(5, 95), showfliers=False, medianprops={"color": "C1", "lw": 2})
+        ax.set_xticks(np.arange(1, len(layers) + 1), layers, rotation=45, ha="right")
+        ax.axhline(1.0, color="k", ls="--", lw=0.8, label="ceiling")
+        n = max((len(v) for v in values), default=0)
+        ax.set_title(f"{region}, {dataset} ({n} neuroids)", fontsize=9)
+        ax.set_xlabel("layer")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0, 0].set_ylabel(ylabel)
+    fig.suptitle("Ceiled predictivity per layer: median, IQR box, 5-95% whiskers over neuroids", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _finite(values) -> np.ndarray:
+    """Per-neuroid scores without the NaNs of neuroids with no positive ceiling (matplotlib boxes would break)."""
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
