@@ -73,3 +73,49 @@ def test_no_ceiled_figure_without_a_ceiling():
     result = encoding_result({"no_trials": None})
     figures = RidgeMetric("ridge", RidgeConfig(datasets=["no_trials"])).figures(result, LAYERS)
     assert set(figures) == {"align_ridge_predictions"}
+
+
+def rsa_target_section() -> dict:
+    """An ``align.rsa.<target>`` section as the stage writes it (kept pairs only: neighbours and the best layer)."""
+    return {"method": "spearman", "scheme": "both", "ci_level": 0.95, "best_layer": "conv3",
+            "scores": {layer: {"score": s, "ci": [s - 0.05, s + 0.05]} for layer, s in zip(LAYERS, (0.1, 0.2, 0.3))},
+            "differences": {"conv1 - conv2": {"diff": -0.1, "ci": [-0.15, -0.02], "p": 0.01},
+                            "conv2 - conv3": {"diff": -0.1, "ci": [-0.2, 0.03], "p": 0.2}}}
+
+
+def test_layer_differences_heatmap_marks_significant_cells_in_both_orders():
+    from workbench.alignment.plots import layer_differences
+
+    sec = rsa_target_section()
+    fig = layer_differences(LAYERS, sec["differences"], "hIT: RSA layer differences", "Spearman r")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == LAYERS
+    assert [t.get_text() for t in ax.get_yticklabels()] == LAYERS
+    # conv1 - conv2 excludes 0: starred at (conv1, conv2) and its mirror; conv2 - conv3 includes 0: no star
+    stars = sorted((round(t.get_position()[1]), round(t.get_position()[0])) for t in ax.texts if t.get_text() == "*")
+    assert stars == [(0, 1), (1, 0)]
+    image = ax.images[0].get_array()
+    assert image[0, 1] == pytest.approx(-0.1) and image[1, 0] == pytest.approx(0.1)
+    assert np.ma.is_masked(image[0, 2])  # conv1 - conv3 was not kept: grey, not a zero
+    clim = ax.images[0].get_clim()
+    assert clim[0] == -clim[1]  # symmetric: the sign of a difference reads from its colour
+    assert "Spearman r" in fig.axes[1].get_ylabel()
+
+
+def test_rsa_figures_draw_one_difference_heatmap_per_target_named_after_the_metric(monkeypatch):
+    import xarray as xr
+
+    from workbench.alignment.config import RSAConfig
+    from workbench.alignment.metrics.rsa import RSAMetric
+
+    rng = np.random.default_rng(2)
+    ids = [f"s{i}" for i in range(6)]
+    model_rdms = xr.DataArray(rng.uniform(size=(3, 6, 6)), dims=("layer", "stimulus", "stimulus_b"),
+                              coords={"layer": LAYERS, "stimulus": ids, "stimulus_b": ids})
+    data = xr.DataArray(rng.uniform(size=(2, 6, 6)), dims=("subject", "stimulus", "stimulus_b"))
+    metric = RSAMetric("hit_rsa", RSAConfig(targets=["hIT", "mIT"]))
+    monkeypatch.setattr(metric, "_categories", lambda rdms: None)
+    result = MetricResult({"hIT": rsa_target_section(), "mIT": rsa_target_section()},
+                          {"model_rdms": model_rdms, "data_rdms": {"hIT": data, "mIT": data}})
+    assert set(metric.figures(result, LAYERS)) == {"align_hit_rsa_rdm_panels", "align_hit_rsa_hIT_differences",
+                                                   "align_hit_rsa_mIT_differences"}

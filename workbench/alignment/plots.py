@@ -158,3 +158,46 @@ def _finite(values) -> np.ndarray:
     """Per-neuroid scores without the NaNs of neuroids with no positive ceiling (matplotlib boxes would break)."""
     values = np.asarray(values, dtype=float)
     return values[np.isfinite(values)]
+
+
+def layer_differences(layers: list[str], differences: Mapping[str, Mapping], title: str, unit: str,
+                      ci_level: float = 0.95):
+    """Layers x layers heatmap of bootstrap score differences, cell (row, column) = score(row) - score(column);
+    ``differences`` maps "a - b" to {diff, ci[, p]} (either order; the mirror cell is the negated difference). A
+    star marks a difference whose CI excludes 0; pairs without an entry stay grey (not computed)."""
+    plt = _pyplot()
+    estimate, significant = _difference_matrix(layers, differences)
+    lim = float(np.nanmax(np.abs(estimate))) if np.isfinite(estimate).any() else 1.0
+    size = 1.2 + 0.6 * len(layers)
+    fig, ax = plt.subplots(figsize=(size + 1.4, size), layout="constrained")
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")  # grey: pairs the stage did not keep
+    image = ax.imshow(np.ma.masked_invalid(estimate), cmap=cmap, vmin=-(lim or 1.0), vmax=lim or 1.0)
+    for i, j in zip(*np.nonzero(significant)):
+        ax.text(j, i, "*", ha="center", va="center", fontsize=14, fontweight="bold")
+    ticks = np.arange(len(layers))
+    ax.set_xticks(ticks, layers, rotation=45, ha="right")
+    ax.set_yticks(ticks, layers)
+    ax.set_xlabel("layer b")
+    ax.set_ylabel("layer a")
+    ax.set_title(f"{title}\n* = {100 * ci_level:.0f}% CI of a - b excludes 0; grey = not computed", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=f"score(a) - score(b) ({unit})")
+    return fig
+
+
+def _difference_matrix(layers: list[str], differences: Mapping[str, Mapping]) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate, significant) layers x layers from the "a - b" entries, each pair filled in both orders."""
+    index = {layer: i for i, layer in enumerate(layers)}
+    estimate = np.full((len(layers), len(layers)), np.nan)
+    significant = np.zeros_like(estimate, dtype=bool)
+    for pair, entry in differences.items():
+        a, _, b = pair.partition(" - ")
+        if a not in index or b not in index:
+            continue
+        lo, hi = entry["ci"]
+        for (i, j), sign in (((index[a], index[b]), 1.0), ((index[b], index[a]), -1.0)):
+            estimate[i, j] = sign * entry["diff"]
+            significant[i, j] = lo > 0 or hi < 0
+    return estimate, significant
+
