@@ -119,3 +119,22 @@ def test_rsa_figures_draw_one_difference_heatmap_per_target_named_after_the_metr
                           {"model_rdms": model_rdms, "data_rdms": {"hIT": data, "mIT": data}})
     assert set(metric.figures(result, LAYERS)) == {"align_hit_rsa_rdm_panels", "align_hit_rsa_hIT_differences",
                                                    "align_hit_rsa_mIT_differences"}
+
+
+def test_selectivity_panels_share_one_symmetric_scale_and_one_colourbar():
+    from workbench.training.plots import selectivity_maps_figure
+
+    rng = np.random.default_rng(3)
+    extent = (0.0, 2.0, 0.0, 2.0)
+    weak, strong = rng.uniform(-0.5, 0.5, (8, 8)), rng.uniform(-1, 3, (8, 8))
+    strong[0, 0] = np.nan  # off the sheet
+    smooth = np.full((8, 8), np.nan)
+    maps = {("layer1", "faces"): (weak, smooth, extent, []), ("layer1", "bodies"): (strong, smooth, extent, []),
+            ("layer2", "faces"): (weak, smooth, extent, []), ("layer2", "bodies"): (weak, smooth, extent, [])}
+    fig = selectivity_maps_figure(maps, ["layer1", "layer2"], ["faces", "bodies"], 0.5, "d'")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 4
+    limits = {ax.images[0].get_clim() for ax in panels}
+    assert limits == {(-np.nanmax(np.abs(strong)), np.nanmax(np.abs(strong)))}  # the strongest map sets the scale
+    colourbars = [ax for ax in fig.axes if ax not in panels]
+    assert len(colourbars) == 1 and "d'" in colourbars[0].get_ylabel()
