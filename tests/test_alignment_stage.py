@@ -151,7 +151,8 @@ def test_align_stage_tiny(tiny_align_run):
         assert readout["coef"].shape[0] == reg["n_neuroids"] == readout["intercept"].shape[0]
         assert readout["cv_r"].shape == (reg["n_neuroids"],)
     assert run.readout_layers("cowley_v4_210325") == sorted(layers)
-    for fig in ("align_layer_profile", "align_rdm_panels", "align_ridge_predictions"):
+    for fig in ("align_layer_profile", "align_rdm_panels", "align_ridge_predictions", "align_ridge_ceiled_by_layer",
+                "align_rsa_hIT_differences", "align_rsa_mIT_differences"):
         assert (run.figures / f"{fig}.png").exists()
     assert section["summary"]["best_hIT_score"] == hit["scores"][hit["best_layer"]]["score"]
 
