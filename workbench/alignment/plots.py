@@ -175,7 +175,9 @@ def layer_differences(layers: list[str], differences: Mapping[str, Mapping], tit
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")  # grey: pairs the stage did not keep
     image = ax.imshow(np.ma.masked_invalid(estimate), cmap=cmap, vmin=-(lim or 1.0), vmax=lim or 1.0)
     for i, j in zip(*np.nonzero(significant)):
-        ax.text(j, i, "*", ha="center", va="center", fontsize=14, fontweight="bold")
+        # white on the dark ends of the colour scale, where a black star would disappear
+        colour = "white" if abs(estimate[i, j]) > 0.6 * lim else "black"
+        ax.text(j, i, "*", ha="center", va="center", fontsize=14, fontweight="bold", color=colour)
     ticks = np.arange(len(layers))
     ax.set_xticks(ticks, layers, rotation=45, ha="right")
     ax.set_yticks(ticks, layers)
