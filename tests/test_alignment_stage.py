@@ -151,7 +151,8 @@ def test_align_stage_tiny(tiny_align_run):
         assert readout["coef"].shape[0] == reg["n_neuroids"] == readout["intercept"].shape[0]
         assert readout["cv_r"].shape == (reg["n_neuroids"],)
     assert run.readout_layers("cowley_v4_210325") == sorted(layers)
-    for fig in ("align_layer_profile", "align_rdm_panels", "align_ridge_predictions"):
+    for fig in ("align_layer_profile", "align_rdm_panels", "align_ridge_predictions", "align_ridge_ceiled_by_layer",
+                "align_rsa_hIT_differences", "align_rsa_mIT_differences"):
         assert (run.figures / f"{fig}.png").exists()
     assert section["summary"]["best_hIT_score"] == hit["scores"][hit["best_layer"]]["score"]
 
@@ -200,6 +201,9 @@ def test_headlines_point_at_the_values_and_cite_the_data(tiny_align_run):
                      "ridge_cowley_v4_210325_committed", "cka_cowley_v4_210325"]
     for h in section["headline"]:
         assert get_metric(metrics, h["key"]) == h["value"], h
+    # every V4 card names its session, the committed one included: the report boxes them per session
+    v4 = [h for h in section["headline"] if "cowley_v4_210325" in h["name"]]
+    assert all(h["details"]["dataset"] == "cowley_v4_210325" for h in v4), v4
     hit = section["headline"][0]
     assert hit["key"] == f"align.rsa.hIT.scores.{hit['details']['layer']}.score"
     assert hit["details"]["noise_ceiling"] == section["summary"]["hIT_noise_ceiling"]

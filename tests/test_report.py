@@ -293,6 +293,24 @@ def test_summary_cards_format_percent_units_and_details():
     assert "no CI computed" in out.split("hIT RSA")[0]  # the accuracy card says it has none
 
 
+def test_cards_of_different_sessions_are_boxed_apart_not_side_by_side():
+    from workbench.report.metrics import Card
+    from workbench.report.run_report import summary_html
+
+    def v4(session: str, value: float) -> Card:
+        return Card(f"V4 predictivity ({session})", value, f"align.ridge.{session}.layers.conv4.r2_over_c_median",
+                    "r²/c", {"layer": "conv4", "dataset": session})
+
+    out = summary_html([v4("session_a", 0.2), Card("Accuracy", 0.5, "train.test_accuracy"), v4("session_b", 0.4),
+                        v4("session_a", 0.3)])
+    loose, first, second = out.split('<div class="session">')  # cards of no session first, then one box each
+    assert "Accuracy" in loose and loose.count('class="card') == 1
+    assert first.count('class="card') == 2 and "session_b" not in first
+    assert second.count('class="card') == 1 and "session_a" not in second
+    # one session only: nothing to keep apart, the cards stay in the plain grid
+    assert '<div class="session">' not in summary_html([v4("session_a", 0.2), Card("Accuracy", 0.5, "train.x")])
+
+
 # -- sweeps ------------------------------------------------------------------------------------------------------------
 
 def sweep_of(run, tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ with intervals and ceilings), so a metric registered by a plugin gets its panel 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -128,3 +128,78 @@ def best_neuroid_predictions(predictions: np.ndarray, actual: np.ndarray, r: np.
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def ceiled_by_layer(layers: list[str], per_dataset: Mapping[str, Mapping[str, np.ndarray]], ylabel: str,
+                    region: str = "neural"):
+    """One panel per data set (session): per layer, a box of the per-neuroid ceiled scores (median line, box =
+    interquartile range, whiskers 5th-95th percentile) so the spread across neuroids shows beside the median; a
+    dashed line at 1, the ceiling. Sessions get their own panels: their neuroids and ceilings differ, so their boxes
+    are not comparable side by side."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(per_dataset), figsize=(max(4.5, 0.8 * len(layers) + 1.5) * len(per_dataset), 4),
+                             squeeze=False, sharey=True)
+    for ax, (dataset, per_layer) in zip(axes[0], per_dataset.items()):
+        values = [_finite(per_layer[layer]) for layer in layers]
+        ax.boxplot(values, whis=(5, 95), showfliers=False, medianprops={"color": "C1", "lw": 2})
+        ax.set_xticks(np.arange(1, len(layers) + 1), layers, rotation=45, ha="right")
+        ax.axhline(1.0, color="k", ls="--", lw=0.8, label="ceiling")
+        n = max((len(v) for v in values), default=0)
+        ax.set_title(f"{region}, {dataset} ({n} neuroids)", fontsize=9)
+        ax.set_xlabel("layer")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0, 0].set_ylabel(ylabel)
+    fig.suptitle("Ceiled predictivity per layer: median, IQR box, 5-95% whiskers over neuroids", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _finite(values) -> np.ndarray:
+    """Per-neuroid scores without the NaNs of neuroids with no positive ceiling (matplotlib boxes would break)."""
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
+
+
+def layer_differences(layers: list[str], differences: Mapping[str, Mapping], title: str, unit: str,
+                      ci_level: float = 0.95):
+    """Layers x layers heatmap of bootstrap score differences, cell (row, column) = score(row) - score(column);
+    ``differences`` maps "a - b" to {diff, ci[, p]} (either order; the mirror cell is the negated difference). A
+    star marks a difference whose CI excludes 0; pairs without an entry stay grey (not computed)."""
+    plt = _pyplot()
+    estimate, significant = _difference_matrix(layers, differences)
+    lim = float(np.nanmax(np.abs(estimate))) if np.isfinite(estimate).any() else 1.0
+    size = 1.2 + 0.6 * len(layers)
+    fig, ax = plt.subplots(figsize=(size + 1.4, size), layout="constrained")
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")  # grey: pairs the stage did not keep
+    image = ax.imshow(np.ma.masked_invalid(estimate), cmap=cmap, vmin=-(lim or 1.0), vmax=lim or 1.0)
+    for i, j in zip(*np.nonzero(significant)):
+        # white on the dark ends of the colour scale, where a black star would disappear
+        colour = "white" if abs(estimate[i, j]) > 0.6 * lim else "black"
+        ax.text(j, i, "*", ha="center", va="center", fontsize=14, fontweight="bold", color=colour)
+    ticks = np.arange(len(layers))
+    ax.set_xticks(ticks, layers, rotation=45, ha="right")
+    ax.set_yticks(ticks, layers)
+    ax.set_xlabel("layer b")
+    ax.set_ylabel("layer a")
+    ax.set_title(f"{title}\n* = {100 * ci_level:.0f}% CI of a - b excludes 0; grey = not computed", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=f"score(a) - score(b) ({unit})")
+    return fig
+
+
+def _difference_matrix(layers: list[str], differences: Mapping[str, Mapping]) -> tuple[np.ndarray, np.ndarray]:
+    """(estimate, significant) layers x layers from the "a - b" entries, each pair filled in both orders."""
+    index = {layer: i for i, layer in enumerate(layers)}
+    estimate = np.full((len(layers), len(layers)), np.nan)
+    significant = np.zeros_like(estimate, dtype=bool)
+    for pair, entry in differences.items():
+        a, _, b = pair.partition(" - ")
+        if a not in index or b not in index:
+            continue
+        lo, hi = entry["ci"]
+        for (i, j), sign in (((index[a], index[b]), 1.0), ((index[b], index[a]), -1.0)):
+            estimate[i, j] = sign * entry["diff"]
+            significant[i, j] = lo > 0 or hi < 0
+    return estimate, significant
+

@@ -105,12 +105,14 @@ def _committed_headlines(ctx, metric: AlignmentMetric, committed: dict[str, Any]
             continue
         post_hoc = next((h for h in reversed(earlier) if h["key"].startswith(f"align.{metric.name}.{target}.")), {})
         label = post_hoc.get("label", f"{metric.name} {target}")
+        # the post-hoc card's data set (a V4 session) goes along: the report boxes cards per session
+        session = {"dataset": post_hoc["details"]["dataset"]} if "dataset" in post_hoc.get("details", {}) else {}
         for phrase in ("best layer, post hoc", "post-hoc best layer"):
             label = label.replace(phrase, "committed layer, held-out stimuli")
         out.append(ctx.headline(f"{metric.name}_{target}_committed", entry["held_out_score"], label,
                                 f"committed.{metric.name}.{target}.held_out_score", unit=post_hoc.get("unit", ""),
                                 layer=entry["layer"], n_held_out=entry["n_test"],
-                                post_hoc_best_layer=entry["post_hoc_best_layer"]))
+                                post_hoc_best_layer=entry["post_hoc_best_layer"], **session))
     return out
 
 

@@ -324,6 +324,9 @@ section p.lede{margin:.1rem 0 1rem;color:var(--muted)}
 h3{font-size:1.05rem;margin:1.2rem 0 .5rem;color:var(--ink)}
 h4.tabletitle{font-size:.95rem;margin:1rem 0 .35rem;font-weight:600}
 .summary{display:grid;grid-template-columns:repeat(auto-fit,minmax(210px,1fr));gap:1rem;margin:0 0 1.4rem}
+.session{grid-column:1/-1;border:1px dashed #c4ccd8;border-radius:10px;padding:.7rem .9rem}
+.session-title{font-size:.86rem;color:var(--muted);margin:0 0 .6rem}
+.session-cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(210px,1fr));gap:1rem}
 .card{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--accent);border-radius:10px;
 padding:.9rem 1.1rem}
 .card .label{font-size:.86rem;font-weight:600;letter-spacing:.01em;color:var(--muted)}
@@ -378,22 +381,39 @@ header.top{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-def summary_cards(cards: Sequence[tuple]) -> str:
+def summary_cards(cards: Sequence[tuple], sessions: Sequence[str] | None = None) -> str:
     """(label, value, unit, detail, source key[, CI html, warning]) cards for the headline numbers. A card with a
-    warning is drawn as flagged (class "flagged")."""
+    warning is drawn as flagged (class "flagged"). ``sessions``: per card, the data set / recording session its
+    number comes from ("" for none); when the cards come from more than one session, each session's cards sit in a
+    box of their own, after the cards of no session, so that numbers of different sessions never stand side by side
+    as if comparable."""
     if not cards:
         return ""
-    items = []
-    for label, value, unit, detail, key, *extra in cards:
-        ci_html, warning = (list(extra) + ["", ""])[:2]
-        items.append(
-            f'<div class="card{" flagged" if warning else ""}"><div class="label">{esc(label)}</div>'
+    items = [_card(*card) for card in cards]
+    of = list(sessions) if sessions is not None else [""] * len(items)
+    named = list(dict.fromkeys(s for s in of if s))
+    if len(named) < 2:
+        body = "".join(items)
+    else:
+        body = "".join(item for item, s in zip(items, of) if not s) + "".join(
+            _session_box(name, [item for item, s in zip(items, of) if s == name]) for name in named)
+    return f'<div class="summary" id="summary">{body}</div>'
+
+
+def _card(label: str, value: str, unit: str, detail: str, key: str, *extra: str) -> str:
+    ci_html, warning = (list(extra) + ["", ""])[:2]
+    return (f'<div class="card{" flagged" if warning else ""}"><div class="label">{esc(label)}</div>'
             f'<div class="value num">{esc(value)}' + (f'<span class="unit">{esc(unit)}</span>' if unit else "")
             + "</div>" + (f'<div class="ci">{ci_html}</div>' if ci_html else "")
             + (f'<div class="warning">{esc(warning)}</div>' if warning else "")
             + (f'<div class="detail">{esc(detail)}</div>' if detail else "")
             + (f'<div class="key" title="{esc(key)}"><code>{esc(key)}</code></div>' if key else "") + "</div>")
-    return f'<div class="summary" id="summary">{"".join(items)}</div>'
+
+
+def _session_box(session: str, items: Sequence[str]) -> str:
+    return (f'<div class="session"><div class="session-title">Data set / session <code>{esc(session)}</code> '
+            f'(compare within a session; another session has other neuroids and another ceiling)</div>'
+            f'<div class="session-cards">{"".join(items)}</div></div>')
 
 
 def notice(kind: str, title: str, items: Sequence[str], anchor: str = "") -> str:

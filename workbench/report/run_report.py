@@ -106,10 +106,12 @@ def summary_html(cards: Iterable[Card], metrics: Mapping[str, Any] | None = None
                  checks: Iterable[FailedCheck] = ()) -> str:
     """The summary box: one card per headline (label, value, unit, its CI or "no CI", details, the metrics.json key).
     A card is flagged when its CI includes 0 (not distinguishable from 0), when its best layer is not significantly
-    better than the runner-up, or when it shows the number of a failed check."""
+    better than the runner-up, or when it shows the number of a failed check. Cards of different data sets (their
+    ``dataset`` detail: V4 sessions) are boxed per data set, never side by side."""
     failed = {c.key: c.message for c in checks}
-    rows = []
+    rows, sessions = [], []
     for card in cards:
+        sessions.append(str(card.details.get("dataset") or ""))
         details = " · ".join(f"{H.detail_name(name)} {detail_text(v)}".strip() for name, v in card.details.items()
                              if name != "ci")
         interval = card_interval(card, metrics or {})
@@ -120,7 +122,7 @@ def summary_html(cards: Iterable[Card], metrics: Mapping[str, Any] | None = None
         warning = "; ".join(w for w in warnings if w)
         rows.append((card.label, card_value(card), "" if card.percent else card.unit, details, card.key, ci_html,
                      warning))
-    return H.summary_cards(rows)
+    return H.summary_cards(rows, sessions)
 
 
 def failure_banner(failure: Mapping[str, Any] | None) -> str:

@@ -67,17 +67,20 @@ def smoothness_figure(curves: Mapping[str, tuple], stimulus_set: str):
 def selectivity_maps_figure(maps: Mapping[tuple[str, str], tuple], layers: Sequence[str],
                             contrasts: Sequence[str], threshold: float, statistic: str):
     """One sheet map per (layer, contrast): raw selectivity, with the patch outline (smoothed map at ``threshold``).
+    Every panel shares one symmetric colour scale and one colourbar, so equal colours mean equal selectivity across
+    layers and contrasts (a per-panel scale would make a weak map look as strong as a strong one).
 
     ``maps``: (layer, contrast) -> (raw grid, smoothed grid, extent, patches), as from ``models.topography``."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(layers), len(contrasts), figsize=(3.2 * len(contrasts), 3.0 * len(layers)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(layers), len(contrasts), figsize=(3.2 * len(contrasts) + 0.8, 3.0 * len(layers)),
+                             squeeze=False, layout="constrained")
+    lim = _shared_limit(raw for raw, *_ in maps.values())
+    image = None
     for i, layer in enumerate(layers):
         for j, name in enumerate(contrasts):
             raw, smooth, extent, patches = maps[(layer, name)]
             ax = axes[i, j]
-            lim = float(np.nanmax(np.abs(raw))) or 1.0
-            im = ax.imshow(raw, origin="lower", extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            image = ax.imshow(raw, origin="lower", extent=extent, cmap="RdBu_r", vmin=-lim, vmax=lim)
             if np.isfinite(smooth).any() and np.nanmax(smooth) > threshold:
                 ys = np.linspace(extent[2], extent[3], smooth.shape[0])
                 xs = np.linspace(extent[0], extent[1], smooth.shape[1])
@@ -85,6 +88,12 @@ def selectivity_maps_figure(maps: Mapping[tuple[str, str], tuple], layers: Seque
                            linewidths=0.8)
             ax.set_title(f"{layer}: {name} ({len(patches)} patches)", fontsize=8)
             ax.set_xlabel("mm", fontsize=7)
-            fig.colorbar(im, ax=ax, fraction=0.046, label=statistic)
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=f"selectivity ({statistic})")
     return fig
+
+
+def _shared_limit(grids) -> float:
+    """The largest |value| over all grids (NaN cells off the sheet ignored): one symmetric scale for every panel;
+    1.0 when every grid is empty or zero."""
+    peaks = [float(np.nanmax(np.abs(g))) for g in grids if np.isfinite(g).any()]
+    return max(peaks, default=0.0) or 1.0

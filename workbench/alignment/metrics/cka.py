@@ -130,7 +130,10 @@ class CKAMetric(RecordingsMetric):
         for dataset in self.settings.datasets:
             sec = result.section[dataset]
             layer = sec["best_layer"]
-            details = {"layer": layer} if sec["ceiling"] is None else {"layer": layer, "ceiling": sec["ceiling"]}
+            # dataset: the report boxes the cards of each data set (V4 session) apart from the others'
+            details = {"layer": layer, "dataset": dataset}
+            if sec["ceiling"] is not None:
+                details["ceiling"] = sec["ceiling"]
             out.append(ctx.headline(f"{self.name}_{dataset}", sec["scores"][layer], f"{dataset} CKA (best layer)",
                                     f"{self.name}.{dataset}.scores.{layer}", unit=self.unit(), **details))
         return out

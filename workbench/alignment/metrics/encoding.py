@@ -155,16 +155,35 @@ class EncodingMetric(RecordingsMetric):
         return LayerProfile(f"Encoding layer profile ({self.method})", "Pearson r (held-out)", series)
 
     def figures(self, result: MetricResult, layers: list[str]) -> dict[str, Any]:
-        """align_<name>_predictions: held-out predictions of the best layer for the first data set's best neuroids."""
-        from workbench.alignment.plots import best_neuroid_predictions
+        """align_<name>_predictions: held-out predictions of the best layer for the first data set's best neuroids;
+        align_<name>_ceiled_by_layer: per layer, the spread of the per-neuroid r²/c (data sets with a ceiling)."""
+        from workbench.alignment.plots import best_neuroid_predictions, ceiled_by_layer
 
         dataset = self.settings.datasets[0]
         data = result.figure_data[dataset]
         fit = data["fit"]
         title = f"{dataset}, layer {result.section[dataset]['best_layer']}: best neuroids"
-        return {f"align_{self.name}_predictions": best_neuroid_predictions(fit.predictions, data["Y"], fit.r,
-                                                                           data["neuroid_ids"], title,
-                                                                           unit=data["unit"])}
+        out = {f"align_{self.name}_predictions": best_neuroid_predictions(fit.predictions, data["Y"], fit.r,
+                                                                          data["neuroid_ids"], title,
+                                                                          unit=data["unit"])}
+        ceiled = self.ceiled_per_layer(result, layers)
+        if ceiled:
+            out[f"align_{self.name}_ceiled_by_layer"] = ceiled_by_layer(
+                layers, ceiled, f"r²/c per neuroid ({self.method})", region=data["region"])
+        return out
+
+    def ceiled_per_layer(self, result: MetricResult, layers: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        """{data set: {layer: per-neuroid r²/c}} for the data sets with a split-half ceiling (the same r²/c whose
+        median the section stores as ``r2_over_c_median``)."""
+        from workbench.alignment.ceiling import ceiled_scores
+
+        out = {}
+        for dataset in self.settings.datasets:
+            data = result.figure_data[dataset]
+            if data["ceiling"] is not None:
+                out[dataset] = {layer: ceiled_scores(data["fits"][layer].r, data["ceiling"])["r2_over_c"]
+                                for layer in layers}
+        return out
 
 
 def _region(responses) -> str:

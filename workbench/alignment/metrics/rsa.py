@@ -148,7 +148,23 @@ class RSAMetric(AlignmentMetric):
         return LayerProfile("RSA layer profile", f"RDM correlation ({self.settings.method})", series)
 
     def figures(self, result: MetricResult, layers: list[str]) -> dict[str, Any]:
-        """align_rdm_panels: first, best and last layer RDMs beside the first target's (mean over subjects)."""
+        """align_rdm_panels: first, best and last layer RDMs beside the first target's (mean over subjects);
+        align_<name>_<target>_differences: per target, the bootstrap layer differences as a heatmap."""
+        return {**self._rdm_panels(result, layers), **self._difference_heatmaps(result, layers)}
+
+    def _difference_heatmaps(self, result: MetricResult, layers: list[str]) -> dict[str, Any]:
+        from workbench.alignment.plots import layer_differences
+
+        out = {}
+        for target in self.settings.targets:
+            sec = result.section[target]
+            title = (f"{target}: RSA layer differences (bootstrap over "
+                     f"{SCHEME_WORDS.get(sec['scheme'], sec['scheme'])})")
+            out[f"align_{self.name}_{target}_differences"] = layer_differences(
+                layers, sec["differences"], title, UNITS[sec["method"]], sec["ci_level"])
+        return out
+
+    def _rdm_panels(self, result: MetricResult, layers: list[str]) -> dict[str, Any]:
         from workbench.alignment.plots import rdm_panels
 
         target = self.settings.targets[0]
