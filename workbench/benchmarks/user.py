@@ -18,7 +18,7 @@ Relative paths are taken from the YAML file's folder (from the working directory
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -90,15 +90,18 @@ def register_user_benchmark(entry: Any) -> tuple[str, Benchmark]:
     _register_data(spec, assembly, images)
     benchmark = UserBenchmark(spec.metric, _metric_settings(spec), region=spec.region or spec.name,
                               description=spec.description or f"{spec.name}: {assembly.name} scored with "
-                                                              f"{spec.metric}")
-    object.__setattr__(benchmark, "source", to_dict(spec) | {"base": str(base)})
+                                                              f"{spec.metric}",
+                              source=to_dict(spec) | {"base": str(base)})
     BENCHMARKS.add(spec.name, benchmark, citation=spec.citation or f"user benchmark {spec.name} ({assembly})")
     return spec.name, benchmark
 
 
 @dataclass(frozen=True)
 class UserBenchmark(Benchmark):
-    """A Benchmark registered from a YAML file (``source`` keeps what it was made from)."""
+    """A Benchmark registered from a YAML file; ``source`` is what it was made from (a second registration of the
+    same file is the same benchmark, another file of the same name is an error)."""
+
+    source: dict[str, Any] = field(default_factory=dict)
 
 
 def _resolve(base: Path, given: str, key: str) -> Path:
