@@ -61,7 +61,7 @@ def test_a_run_resumes_by_its_folder_alone(tmp_path, data_root):
     message = refused.stderr
     assert "seed: 0 -> 3" in message and "force=true" in message
     assert "run_dir" not in message.split("Differences")[1].split(".")[0] and "sweep_dir" not in message
-    forced = _workbench([f"run_dir={run}", "seed=3", "force=true", "stages=[]"], tmp_path)
+    forced = _workbench([f"run_dir={run}", "seed=3", "force=true", "stages=[report]"], tmp_path)
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3, forced.stdout
     stored = yaml.safe_load((run / "overrides.yaml").read_text())
     assert "seed=3" in stored and "preset=tiny" in stored
