@@ -61,7 +61,7 @@ def test_cifar_subset(data_root):
     dm = CIFAR10DataModule(subset=1000, test_subset=200, batch_size=50)
     dm.setup()
     assert len(dm.train_set) + len(dm.val_set) == 1000 and len(dm.test_set) == 200
-    labels = [dm.test_set.dataset.targets[i] for i in dm.test_set.indices]
+    labels = dm.test_set.targets
     assert np.bincount(labels).tolist() == [20] * 10
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (50, 3, 32, 32) and y.shape == (50,)

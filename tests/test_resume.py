@@ -56,12 +56,15 @@ def test_a_run_resumes_by_its_folder_alone(tmp_path, data_root):
     _workbench(TINY + ["stages=[train]", f"run_dir={run}"], tmp_path)
     again = _workbench(["resume", str(run)], tmp_path)
     assert "stored overrides: preset=tiny" in again.stdout and "train: done earlier, skipped" in again.stdout
+    written = {name: (run / name).read_bytes() for name in (".hydra/config.yaml", ".hydra/overrides.yaml",
+                                                             "overrides.yaml", "config.yaml")}
     refused = _workbench([f"run_dir={run}", "seed=3"], tmp_path, check=False)
     assert refused.returncode == 2
+    assert {name: (run / name).read_bytes() for name in written} == written  # a refused resume writes nothing
     message = refused.stderr
     assert "seed: 0 -> 3" in message and "force=true" in message
     assert "run_dir" not in message.split("Differences")[1].split(".")[0] and "sweep_dir" not in message
-    forced = _workbench([f"run_dir={run}", "seed=3", "force=true", "stages=[]"], tmp_path)
+    forced = _workbench([f"run_dir={run}", "seed=3", "force=true", "stages=[report]"], tmp_path)
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3, forced.stdout
     stored = yaml.safe_load((run / "overrides.yaml").read_text())
     assert "seed=3" in stored and "preset=tiny" in stored

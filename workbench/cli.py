@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from workbench.config import config_dir
 
 CONFIG_DIR = config_dir()
+# A sweep job's folder is named from its overrides; a job with none left after the excluded keys gets job<N>, never
+# the sweep folder itself (configs/hydra/default.yaml).
+OmegaConf.register_new_resolver("workbench_job_dir", lambda name, num: name or f"job{num}", replace=True)
+# Set by main() for a resumed run: Hydra writes nothing into the run (hydra.output_subdir=null) until the pipeline
+# has accepted the resume; then _app writes .hydra/ itself.
+_DEFERRED_HYDRA_FILES = False
 
 
 def _check_config_dir() -> None:
@@ -33,21 +41,26 @@ def _app(cfg: DictConfig) -> float | None:
     from workbench.config import ConfigError
     from workbench.logs import LOG, setup_run_logging
     from workbench.overrides import OVERRIDES_FILE, write_overrides
-    from workbench.pipeline import get_metric, run_pipeline
-    from workbench.run import RunDir
+    from workbench.pipeline import check_resume, get_metric, run_pipeline
+    from workbench.run import RunDir, RunLockedError
 
     run = RunDir(HydraConfig.get().runtime.output_dir)
-    setup_run_logging(run.path)  # console + <run>/workbench.log, each line once
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     overrides = list(HydraConfig.get().overrides.task)
-    if not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides, so its folder alone resumes it
-        write_overrides(run.path, overrides)
     try:
-        metrics = run_pipeline(plain, run, log=LOG.info)
-    except ConfigError as err:  # a config mistake needs its message, not a traceback
+        with run.lock():
+            check_resume(plain, run)  # a refused resume writes nothing into the run
+            setup_run_logging(run.path)  # console + <run>/workbench.log, each line once
+            if _DEFERRED_HYDRA_FILES:
+                _write_hydra_files(run.path, cfg, overrides)
+            if not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides (its folder resumes it)
+                write_overrides(run.path, overrides)
+            metrics = run_pipeline(plain, run, log=LOG.info)
+    except (ConfigError, RunLockedError) as err:  # a config mistake needs its message, not a traceback
         if not (run.path / "config.yaml").exists():  # nothing ran: do not keep the mistake for a resume to re-apply
             (run.path / OVERRIDES_FILE).unlink(missing_ok=True)
-        print(f"workbench: config error: {err}", file=sys.stderr)
+        kind = "config error" if isinstance(err, ConfigError) else "error"
+        print(f"workbench: {kind}: {err}", file=sys.stderr)
         sys.exit(2)
     write_overrides(run.path, overrides)  # a resumed run's overrides now include what this call changed
     LOG.info(f"[workbench] results: {run.path.resolve()}")
@@ -59,6 +72,42 @@ def _app(cfg: DictConfig) -> float | None:
         return float(value) if isinstance(value, (int, float)) else None
     except KeyError:
         return None
+
+
+def _write_hydra_files(run: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """What Hydra writes into <run>/.hydra/ (config, hydra, overrides), written once the resume was accepted."""
+    import yaml
+    from hydra.core.hydra_config import HydraConfig
+
+    from workbench.utils import atomic_write_text
+
+    folder = run / ".hydra"
+    atomic_write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": HydraConfig.get()}))
+    atomic_write_text(folder / "overrides.yaml", yaml.safe_dump(overrides))
+
+
+def _resumed_run(args: list[str]) -> Path | None:
+    from workbench.overrides import _value
+
+    run_dir = _value(args, "run_dir")
+    return Path(run_dir) if run_dir and (Path(run_dir) / "config.yaml").is_file() else None
+
+
+def _sweep_guard(args: list[str]):
+    """A sweep into an existing ``sweep_dir=`` must repeat that sweep (it then resumes it) and holds the folder's
+    lock; a different sweep there would overwrite its multirun.yaml."""
+    from workbench.overrides import _value, sweep_conflicts
+    from workbench.run import folder_lock
+
+    sweep = _value(args, "sweep_dir")
+    if not sweep:
+        return contextlib.nullcontext()
+    conflicts = sweep_conflicts(sweep, args)
+    if conflicts:
+        sys.exit(f"workbench: {sweep} holds another sweep ({'; '.join(conflicts)}). Repeat that sweep's command to "
+                 f"resume it, or give this sweep a new sweep_dir.")
+    return folder_lock(sweep, "sweep")
 
 
 def layers_command(overrides: list[str]) -> None:
@@ -102,7 +151,20 @@ def main() -> None:
     if stored:
         print(f"[workbench] resuming with the run's stored overrides: {' '.join(stored)}")
     sys.argv = sys.argv[:1] + args
-    _app()
+    from workbench.run import RunLockedError
+
+    try:
+        if "-m" in args or "--multirun" in args:
+            with _sweep_guard(args):
+                _app()
+            return
+        if _resumed_run(args):
+            global _DEFERRED_HYDRA_FILES
+            _DEFERRED_HYDRA_FILES = True
+            sys.argv.append("hydra.output_subdir=null")
+        _app()
+    except RunLockedError as err:
+        sys.exit(f"workbench: {err}")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,11 @@ def expand_resume(args: list[str]) -> tuple[list[str], list[str]]:
             raise SystemExit("usage: workbench resume <run folder> [overrides]  (the folder a run printed as "
                              "`results:`)")
         if not Path(args[1]).is_dir():
-            raise SystemExit(f"workbench resume: no folder {args[1]}")
+            raise SystemExit(f"workbench resume: no folder {args[1]} (check the path: it is the folder a run "
+                             f"printed as `results:`)")
+        if not (Path(args[1]) / "config.yaml").is_file() and read_overrides(args[1]) is None:
+            raise SystemExit(f"workbench resume: {args[1]} holds no workbench run (no config.yaml); to start a new "
+                             f"run there, use run_dir={args[1]}")
         args = [f"run_dir={args[1]}"] + args[2:]
     if "-m" in args or "--multirun" in args or any(a.startswith("-") for a in args):
         return args, []
@@ -72,3 +76,26 @@ def expand_resume(args: list[str]) -> tuple[list[str], list[str]]:
     if not stored:
         return args, []
     return merge_overrides(stored, args), [o for o in stored if override_key(o) not in LOCATION_KEYS]
+
+
+# Keys that may change between calls into one sweep folder without making it another sweep.
+SWEEP_FREE_KEYS = ("stages", "device", "force", "sweep_dir")
+
+
+def task_overrides(args: list[str]) -> list[str]:
+    """The overrides of the config itself among command-line arguments (not flags, not ``hydra.*``)."""
+    return [a for a in args if "=" in a and not a.startswith("-") and not override_key(a).startswith("hydra")]
+
+
+def sweep_conflicts(sweep_dir: str | Path, args: list[str]) -> list[str]:
+    """How ``args`` differ from the sweep already in ``sweep_dir`` (its multirun.yaml): ``key: old -> new``."""
+    import yaml
+
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return []
+    stored = ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}).get("overrides", {}).get("task") or []
+    old = {override_key(o): o for o in stored if override_key(o) not in SWEEP_FREE_KEYS}
+    new = {override_key(o): o for o in task_overrides(args) if override_key(o) not in SWEEP_FREE_KEYS}
+    return [f"{key}: {old.get(key, '<unset>')} -> {new.get(key, '<unset>')}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]

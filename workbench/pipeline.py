@@ -19,7 +19,7 @@ from workbench.registry import nearest
 from workbench.run import RunDir, get_metric
 from workbench.stages import STAGES, stage_order
 
-__all__ = ["ConfigError", "run_pipeline", "run_stage", "validate_config", "resolve_config", "import_plugins",
+__all__ = ["ConfigError", "run_pipeline", "run_stage", "check_resume", "validate_config", "resolve_config", "import_plugins",
            "get_metric"]
 
 # Top-level keys that are not a stage's section. data/trainer/logger are Hydra `_target_` specs for the train stage.
@@ -123,48 +123,107 @@ def run_pipeline(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None =
     """Run ``stages`` (default: ``cfg["stages"]``) into ``run``; a stage already in metrics.json is skipped.
 
     ``force`` (or the config key ``force: true``) reruns every stage, whatever the folder holds. ``from_run: <run
-    folder>`` takes that run's trained model (checkpoint, model config and train section) instead of training."""
+    folder>`` takes that run's trained model (checkpoint, model config and train section) instead of training.
+    The run folder is locked while this runs: a second process on it gets RunLockedError."""
     from workbench.utils import get_device
 
     force = force or bool(cfg.get("force"))
     cfg = _with_source_model(cfg, log)
     cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
     todo = [s for s in stage_order() if s in cfg["stages"]]
-    _check_resumable(run, cfg, force)
-    run.clear_failure()  # this call's outcome replaces the last one's (a stage that fails again writes it again)
-    if cfg.get("from_run") and "train" in todo and (force or not run.has_stage("train")):
-        _adopt_training(RunDir(cfg["from_run"], create=False), run, log)
-    run.write_config(cfg)
-    run.write_provenance(seed=cfg.get("seed"), device=str(get_device(cfg.get("device"))),
-                         data_files=data_files_used())
-    done = run.metrics()
-    for name in todo:
-        if name in done and not force:
-            log(f"[workbench] {name}: done earlier, skipped")
-            continue
-        log(f"[workbench] {name} ...")
-        start = time.perf_counter()
-        try:
-            section = run_stage(name, cfg, run, log)
-        except Exception as err:
-            # keep what earlier stages wrote; the failed stage reruns next time
-            log(f"[workbench] {name} failed after {time.perf_counter() - start:.1f} s; earlier stages are kept in "
-                f"{run.path}. Fix the cause and resume with: workbench resume {run.path}")
-            run.write_failure(name, err, [s for s in todo if s not in run.metrics()])
-            if "report" in todo and name != "report":
-                _partial_report(run, log)
-            raise
-        section.setdefault("seconds", round(time.perf_counter() - start, 2))
-        run.write_stage(name, section)
-        log(f"[workbench] {name}: done in {section['seconds']:.1f} s")
+    if not todo:
+        raise ConfigError("`stages` is empty, so there is nothing to run; name the stages to run, e.g. "
+                          "stages=[train,extract,align,report], or leave `stages` out to run the study's own")
+    with run.lock():
+        check_resumable(run, cfg, force)
+        removed = run.remove_temporary_files()
+        if removed:
+            log(f"[workbench] removed {len(removed)} temporary file(s) an interrupted write left behind")
+        run.clear_failure()  # this call's outcome replaces the last one's (a stage that fails again writes it again)
+        if cfg.get("from_run") and "train" in todo and (force or not run.has_stage("train")):
+            _adopt_training(RunDir(cfg["from_run"], create=False), run, log)
+        run.write_config(cfg)
+        run.write_provenance(seed=cfg.get("seed"), device=str(get_device(cfg.get("device"))),
+                             data_files=data_files_used())
+        _run_stages(cfg, run, todo, force, log)
     return run.metrics()
+
+
+def _run_stages(cfg: Mapping[str, Any], run: RunDir, todo: list[str], force: bool,
+                log: Callable[[str], None]) -> None:
+    """Each stage of ``todo`` not done yet. A changed or unreadable artefact is discarded and the stage that wrote
+    it reruns (with those after it); the report reruns whenever a stage before it ran in this call."""
+    from workbench.run import ArtefactError
+
+    done = set() if force else set(run.metrics())
+    ran: list[str] = []
+    discarded: set = set()
+    i = 0
+    while i < len(todo):
+        name = todo[i]
+        if name in done and not (name == "report" and ran):
+            log(f"[workbench] {name}: done earlier, skipped")
+            i += 1
+            continue
+        try:
+            _run_one(name, cfg, run, todo, log)
+        except ArtefactError as err:
+            if err.stage is None or err.path in discarded:
+                _record_failure(name, err, run, todo, log)
+                raise
+            log(f"[workbench] {err}")
+            discarded.add(err.path)
+            run.discard_artefact(err.path)
+            run.drop_stage(err.stage)
+            done.discard(err.stage)
+            if err.stage not in todo:
+                todo = [s for s in stage_order() if s in set(todo) | {err.stage}]
+            i = todo.index(err.stage)
+            continue
+        ran.append(name)
+        done.add(name)
+        i += 1
+
+
+def _run_one(name: str, cfg: Mapping[str, Any], run: RunDir, todo: list[str], log: Callable[[str], None]) -> None:
+    from workbench.run import ArtefactError
+
+    log(f"[workbench] {name} ...")
+    start = time.perf_counter()
+    try:
+        section = run_stage(name, cfg, run, log)
+    except ArtefactError:
+        raise  # handled by the caller: the stage that wrote the artefact reruns
+    except (Exception, KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and err.code in (0, None):
+            raise  # a clean exit (an extra DDP rank leaving after training), not a failure
+        log(f"[workbench] {name} {'was interrupted' if not isinstance(err, Exception) else 'failed'} after "
+            f"{time.perf_counter() - start:.1f} s")
+        _record_failure(name, err, run, todo, log)
+        raise
+    section.setdefault("seconds", round(time.perf_counter() - start, 2))
+    run.write_stage(name, section)
+    log(f"[workbench] {name}: done in {section['seconds']:.1f} s")
+
+
+def _record_failure(name: str, err: BaseException, run: RunDir, todo: list[str], log: Callable[[str], None]) -> None:
+    """Keep what earlier stages wrote, say how to resume, and write the report of what finished."""
+    log(f"[workbench] earlier stages are kept in {run.path}. Fix the cause (if any) and resume with: "
+        f"workbench resume {run.path}")
+    run.write_failure(name, err, [s for s in todo if s not in run.metrics()])
+    if "report" in todo and name != "report":
+        _partial_report(run, log)
 
 
 def run_stage(name: str, cfg: Mapping[str, Any], run: RunDir, log: Callable[[str], None] = print) -> dict:
     """One stage on a resolved config: build its context, call it, add the references it cited."""
     ctx = StageContext.create(cfg, run, name, log)
     ctx.cite(STAGES, name)  # a plugin stage's own citation
-    section = dict(STAGES.get(name).resolve_function()(ctx) or {})
+    run.writing_stage = name  # recorded with every artefact it writes (a changed artefact reruns its writer)
+    try:
+        section = dict(STAGES.get(name).resolve_function()(ctx) or {})
+    finally:
+        run.writing_stage = None
     references = list(section.get("references") or [])
     section["references"] = references + [r for r in ctx.references if r not in references]
     if not section["references"]:
@@ -172,7 +231,16 @@ def run_stage(name: str, cfg: Mapping[str, Any], run: RunDir, log: Callable[[str
     return section
 
 
-def _check_resumable(run: RunDir, cfg: Mapping[str, Any], force: bool) -> None:
+def check_resume(cfg: Mapping[str, Any], run: RunDir) -> None:
+    """Raise ConfigError (before anything is written) when ``run`` holds a run whose config differs from ``cfg``
+    (unresolved, as given to ``run_pipeline``) in what it computes."""
+    if run.config():
+        force = bool(cfg.get("force"))
+        check_resumable(run, resolve_config(_with_source_model(cfg, lambda message: None)), force)
+
+
+def check_resumable(run: RunDir, cfg: Mapping[str, Any], force: bool = False) -> None:
+    """Raise ConfigError when ``run`` holds a run made with a config that differs from the resolved ``cfg``."""
     previous = run.config()
     if not previous or force:
         return
@@ -221,7 +289,8 @@ def _adopt_training(source: RunDir, run: RunDir, log: Callable[[str], None]) -> 
     """Copy ``source``'s checkpoint into ``run`` and record its train section, marked with where it came from."""
     from workbench.utils import atomic_write_bytes
 
-    atomic_write_bytes(run.checkpoint_path, source.checkpoint_path.read_bytes())
+    run.record_artefact(atomic_write_bytes(run.checkpoint_path, source.verify_artefact(source.checkpoint_path)
+                                           .read_bytes()))
     for figure in sorted(source.figures.glob("train_*")):  # the training curves belong to the report too
         atomic_write_bytes(run.figures / figure.name, figure.read_bytes())
     section = dict(source.metrics().get("train") or {})

@@ -38,6 +38,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave a renamed empty file
         # mkstemp makes the file private (0600); results are meant to be read by others (a web server, a team)
         umask = os.umask(0)
         os.umask(umask)
@@ -65,7 +67,63 @@ def _json_default(obj: Any):
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_json_default, allow_nan=True)
+    """Strict JSON (what any parser reads): a non-finite float is written as null. metrics.json records which
+    values those were (``encode_nonfinite``), so nothing is lost."""
+    return json.dumps(_finite_or_none(obj), indent=2, default=_json_default, allow_nan=False)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, (np.floating, np.ndarray)):
+        return _finite_or_none(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+NONFINITE_KEY = "nonfinite"  # a metrics section's record of the values written as null: {"a/b/0": "nan"}
+
+
+def _nonfinite_paths(obj: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(obj, (float, np.floating)):
+        return {} if np.isfinite(obj) else {prefix: str(float(obj))}
+    if isinstance(obj, np.ndarray):
+        return _nonfinite_paths(obj.tolist(), prefix)
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    out: dict[str, str] = {}
+    for key, value in items:
+        escaped = str(key).replace("~", "~0").replace("/", "~1")  # JSON-pointer escaping: keys may hold '/'
+        out.update(_nonfinite_paths(value, f"{prefix}/{escaped}" if prefix else escaped))
+    return out
+
+
+def encode_nonfinite(sections: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's sections with, in each, ``nonfinite: {path: "nan" | "inf" | "-inf"}`` naming the values that
+    JSON will hold as null (an undefined correlation is NaN, and strict JSON has no NaN)."""
+    out = {}
+    for name, section in sections.items():
+        paths = _nonfinite_paths({k: v for k, v in section.items() if k != NONFINITE_KEY}) \
+            if isinstance(section, dict) else {}
+        out[name] = {**section, NONFINITE_KEY: paths} if paths else (
+            {k: v for k, v in section.items() if k != NONFINITE_KEY} if isinstance(section, dict) else section)
+    return out
+
+
+def decode_nonfinite(sections: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``encode_nonfinite``: the recorded nulls become float NaN / inf again."""
+    for section in sections.values():
+        paths = section.pop(NONFINITE_KEY, None) if isinstance(section, dict) else None
+        for path, value in (paths or {}).items():
+            keys = [k.replace("~1", "/").replace("~0", "~") for k in path.split("/")]
+            node = section
+            for key in keys[:-1]:
+                node = node[int(key)] if isinstance(node, list) else node[key]
+            last = keys[-1]
+            node[int(last) if isinstance(node, list) else last] = float(value)
+    return sections
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

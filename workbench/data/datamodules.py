@@ -21,17 +21,21 @@ CIFAR10_CITATION = ("Krizhevsky, A. (2009). Learning Multiple Layers of Features
                     "report, University of Toronto.")
 
 
-class _CIFAR10(datasets.CIFAR10):
-    """torchvision's CIFAR10 that accepts a mirror whose batches were rebuilt from JPEGs.
+class CIFAR10Arrays(torch.utils.data.Dataset):
+    """One CIFAR-10 split held as arrays (loaded by ``workbench.data.cifar``: hash-checked, no code run); items are
+    (transformed image, label), as torchvision's CIFAR10 gives them."""
 
-    torchvision checks the md5 of every batch file on construction; the workbench's mirror has the original layout
-    but re-encoded pixels, so those md5s can never match. Files fetched by torchvision itself (download=True) were
-    checked by torchvision at download time.
-    """
+    def __init__(self, images: np.ndarray, targets: np.ndarray, transform=None):
+        self.data, self.targets, self.transform = images, [int(t) for t in targets], transform
 
-    def _check_integrity(self) -> bool:
-        return all((Path(self.root) / self.base_folder / name).exists()
-                   for name, _ in self.train_list + self.test_list)
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        image = Image.fromarray(self.data[index])
+        return (self.transform(image) if self.transform else image), self.targets[index]
 
 
 def balanced_subset(labels: Sequence[int], n: int, seed: int = 0) -> np.ndarray:
@@ -79,34 +83,36 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.train_transform = image_transforms(image_size, mean, std, augment, native_size=32)
         self.eval_transform = image_transforms(image_size, mean, std, False, native_size=32)
         self.classes = CIFAR10_CLASSES
+        self.data_files: dict[str, str] = {}  # every batch read: path -> sha256 (recorded in provenance)
 
-    def _dataset(self, train: bool, transform) -> datasets.CIFAR10:
-        have = (self.root / "cifar-10-batches-py" / "batches.meta").exists()
+    def _split(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        from workbench.data.cifar import BATCH_FOLDER, load_split
+
+        have = (self.root / BATCH_FOLDER / "batches.meta").exists()
         if not have and offline():
             raise DataNotFoundError(
-                f"CIFAR-10 is not under {self.root} (expected cifar-10-batches-py/) and downloads are disabled; "
+                f"CIFAR-10 is not under {self.root} (expected {BATCH_FOLDER}/) and downloads are disabled; "
                 f"set WORKBENCH_DATA to the folder holding cifar10/, or unset WORKBENCH_OFFLINE")
         if not have:
-            # torchvision verifies the md5 of the official archive it downloads
+            # torchvision verifies the md5 of the official archive it downloads and unpacks
             datasets.CIFAR10(str(self.root), train=train, download=True)
-        return _CIFAR10(str(self.root), train=train, transform=transform, download=False)
+        images, labels, hashes = load_split(self.root, train)
+        self.data_files.update(hashes)
+        return images, labels
 
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "_ready", False):
             return
-        train_aug = self._dataset(True, self.train_transform)
-        train_plain = self._dataset(True, self.eval_transform)
-        idx = (balanced_subset(train_aug.targets, self.subset, self.seed) if self.subset
-               else np.arange(len(train_aug.targets)))
-        rng = np.random.default_rng(self.seed)
-        idx = rng.permutation(idx)
+        images, labels = self._split(True)
+        idx = balanced_subset(labels, self.subset, self.seed) if self.subset else np.arange(len(labels))
+        idx = np.random.default_rng(self.seed).permutation(idx)
         n_val = max(1, int(round(len(idx) * self.val_fraction)))
-        self.train_set = Subset(train_aug, idx[n_val:].tolist())
-        self.val_set = Subset(train_plain, np.sort(idx[:n_val]).tolist())
-        test = self._dataset(False, self.eval_transform)
-        tidx = (balanced_subset(test.targets, self.test_subset, self.seed) if self.test_subset
-                else np.arange(len(test.targets)))
-        self.test_set = Subset(test, tidx.tolist())
+        train, val = idx[n_val:], np.sort(idx[:n_val])
+        self.train_set = CIFAR10Arrays(images[train], labels[train], self.train_transform)
+        self.val_set = CIFAR10Arrays(images[val], labels[val], self.eval_transform)
+        images, labels = self._split(False)
+        tidx = balanced_subset(labels, self.test_subset, self.seed) if self.test_subset else np.arange(len(labels))
+        self.test_set = CIFAR10Arrays(images[tidx], labels[tidx], self.eval_transform)
         self._ready = True
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:

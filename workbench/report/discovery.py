@@ -93,6 +93,9 @@ def read_json(path: Path) -> dict[str, Any]:
                          f"was edited by hand: fix it or delete it and rerun") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} should hold a JSON object (one section per stage), got {type(data).__name__}")
+    from workbench.utils import decode_nonfinite
+
+    data = decode_nonfinite(data)  # metrics.json: the values written as null because they are NaN or infinite
     return data
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +73,13 @@ class _History:
                     row[key.removesuffix("_epoch")] = float(value)
                 cb.epochs.append(row)
 
+            # stored in last.ckpt, so a resumed fit keeps the epochs trained before the interruption
+            def state_dict(cb) -> dict:
+                return {"epochs": list(cb.epochs)}
+
+            def load_state_dict(cb, state: dict) -> None:
+                cb.epochs[:] = list(state.get("epochs", []))
+
         self.callback = Callback()
 
     @property
@@ -79,15 +88,16 @@ class _History:
 
 
 # -- train -----------------------------------------------------------------------------------------------------------
-def _fit_and_test(ctx, module) -> tuple[Any, _History, dict, dict[str, float]]:
+def _fit_and_test(ctx, module, datamodule) -> tuple[Any, _History, dict, dict[str, float]]:
     """Fit ``module`` on the run's training data, then test it: (trainer, history, test metrics, timings)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    datamodule = ctx.datamodule()
     history = _History()
+    # saved at the end of each training epoch, after the history callback (Lightning runs checkpointing last), so
+    # last.ckpt holds every finished epoch's row
     checkpoint_cb = ModelCheckpoint(dirpath=ctx.run.checkpoints, filename="lightning-{epoch:02d}", save_last=True,
-                                    save_top_k=1)
+                                    save_top_k=1, save_on_train_epoch_end=True)
     trainer = L.Trainer(**trainer_kwargs(dict(ctx.cfg)), logger=build_logger(ctx.cfg.get("logger"), ctx.run),
                         callbacks=[checkpoint_cb, history.callback], default_root_dir=str(ctx.run.path))
     resume = ctx.run.training_resume_path
@@ -119,6 +129,38 @@ def _train_section(trainer, module, history: _History, test: dict, timings: dict
     }
 
 
+@contextlib.contextmanager
+def _kept_csv_log(run):
+    """Lightning's CSVLogger deletes an existing metrics.csv when it starts, so a resumed fit would lose the epochs
+    logged before the interruption: keep those rows and put them back in front of the new ones."""
+    import csv
+
+    paths = sorted((run.path / "logs").glob("**/metrics.csv"))
+    earlier = {p: list(csv.DictReader(p.open(newline=""))) for p in paths if run.training_resume_path}
+    try:
+        yield
+    finally:
+        for path, rows in earlier.items():
+            new = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
+            first = min((float(r["epoch"]) for r in new if r.get("epoch")), default=float("inf"))
+            kept = [r for r in rows if r.get("epoch") and float(r["epoch"]) < first] + new
+            _write_csv(path, kept)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    from workbench.utils import atomic_write_text
+
+    fields = sorted({k for r in rows for k in r})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
 def _leave_extra_ddp_rank() -> None:
     """DDP launched this process as an extra rank: it has trained and tested with rank 0; the later stages and all
     writes into the run directory belong to rank 0 alone."""
@@ -143,8 +185,12 @@ def train_stage(ctx) -> dict:
     L.seed_everything(ctx.seed, workers=True, verbose=False)
     model = build_model(model_cfg)  # fresh, whatever the run holds: this stage is what trains it
     module = TopographicModule(model, model_cfg)
-    trainer, history, test, timings = _fit_and_test(ctx, module)
+    datamodule = ctx.datamodule()
+    with _kept_csv_log(ctx.run):
+        trainer, history, test, timings = _fit_and_test(ctx, module, datamodule)
     section = _train_section(trainer, module, history, test, timings)
+    section["data_files"] = dict(getattr(datamodule, "data_files", {}) or {})  # path -> sha256 of what it read
+    ctx.run.add_provenance(training_data=section["data_files"])
     ctx.cite(MODELS, model_cfg["name"])
     for objective in module.objectives:
         if objective.weight > 0:
