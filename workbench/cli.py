@@ -15,6 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import workbench.scaleout  # noqa: F401  (registers the resolvers configs/hydra/default.yaml names)
 from workbench.config import config_dir
 
 CONFIG_DIR = config_dir()
@@ -31,24 +32,28 @@ def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from workbench.config import ConfigError
+    from workbench.distributed import is_rank_zero
     from workbench.logs import LOG, setup_run_logging
     from workbench.overrides import OVERRIDES_FILE, write_overrides
     from workbench.pipeline import get_metric, run_pipeline
     from workbench.run import RunDir
 
     run = RunDir(HydraConfig.get().runtime.output_dir)
-    setup_run_logging(run.path)  # console + <run>/workbench.log, each line once
+    rank_zero = is_rank_zero()  # under DDP only global rank 0 writes the run folder (workbench.distributed)
+    setup_run_logging(run.path if rank_zero else None)  # console + <run>/workbench.log, each line once
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     overrides = list(HydraConfig.get().overrides.task)
-    if not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides, so its folder alone resumes it
+    if rank_zero and not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides, so its folder alone resumes it
         write_overrides(run.path, overrides)
     try:
         metrics = run_pipeline(plain, run, log=LOG.info)
     except ConfigError as err:  # a config mistake needs its message, not a traceback
-        if not (run.path / "config.yaml").exists():  # nothing ran: do not keep the mistake for a resume to re-apply
+        if rank_zero and not (run.path / "config.yaml").exists():  # nothing ran: do not keep the mistake for a resume to re-apply
             (run.path / OVERRIDES_FILE).unlink(missing_ok=True)
         print(f"workbench: config error: {err}", file=sys.stderr)
         sys.exit(2)
+    if not rank_zero:  # it trained with rank 0; the launcher takes None as this task's result
+        return None
     write_overrides(run.path, overrides)  # a resumed run's overrides now include what this call changed
     LOG.info(f"[workbench] results: {run.path.resolve()}")
     if (run.path / "report.html").exists():
