@@ -6,9 +6,11 @@
 #   tests/slurm/cluster.sh env     the environment lines that point the SLURM commands at it (eval "$(... env)")
 #   tests/slurm/cluster.sh down    stop the three daemons and remove the state folder
 # One node (this host, its real CPU count and memory), one partition `debug`, no accounting, no cgroups. `up` is
-# idempotent: a running cluster of this state folder is left as it is.
+# idempotent: a running cluster of this state folder is left as it is. Two clusters side by side need their own
+# state folders and ports (WORKBENCH_SLURM_PORT, default 16817, and the port after it).
 set -euo pipefail
 STATE="${WORKBENCH_SLURM_DIR:-/tmp/workbench-slurm}"
+PORT="${WORKBENCH_SLURM_PORT:-16817}"   # slurmctld's; slurmd takes the next one
 CONF="$STATE/etc/slurm.conf"
 SOCKET="$STATE/munge/munge.socket"
 
@@ -56,8 +58,8 @@ SelectTypeParameters=CR_CPU
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-SlurmctldPort=$(( 16817 ))
-SlurmdPort=$(( 16818 ))
+SlurmctldPort=$PORT
+SlurmdPort=$(( PORT + 1 ))
 StateSaveLocation=$STATE/spool/ctld
 SlurmdSpoolDir=$STATE/spool/d
 SlurmctldPidFile=$STATE/run/slurmctld.pid

@@ -150,7 +150,8 @@ def train_stage(ctx) -> dict:
     for objective in module.objectives:
         if objective.weight > 0:
             ctx.cite(LOSSES, objective.loss_name)
-    section["parameters_sha256"] = parameters_digest(module.model)
+    section["parameters_sha256"] = parameters_digest(module.model)  # equal on every rank after a DDP fit
+    section["processes"] = int(trainer.world_size)
     _end_process_group(trainer)
     if not trainer.is_global_zero:  # the run folder is rank 0's: no checkpoint, figure or metrics from this rank
         ctx.log(f"[workbench] train: rank {trainer.global_rank} of {trainer.world_size} done; parameters sha256 "
