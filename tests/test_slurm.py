@@ -49,7 +49,8 @@ def _free_port_pair() -> int:
 def _can_be_root() -> bool:
     if os.geteuid() == 0:
         return True
-    return shutil.which("sudo") is not None and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+    sudo = shutil.which("sudo") is not None and subprocess.run(["sudo", "-n", "true"], capture_output=True)
+    return bool(sudo) and sudo.returncode == 0
 
 
 @pytest.fixture(scope="session")

@@ -43,12 +43,14 @@ def _app(cfg: DictConfig) -> float | None:
     setup_run_logging(run.path if rank_zero else None)  # console + <run>/workbench.log, each line once
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     overrides = list(HydraConfig.get().overrides.task)
-    if rank_zero and not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides, so its folder alone resumes it
+    # a first run: keep its overrides, so its folder alone resumes it
+    if rank_zero and not (run.path / OVERRIDES_FILE).exists():
         write_overrides(run.path, overrides)
     try:
         metrics = run_pipeline(plain, run, log=LOG.info)
     except ConfigError as err:  # a config mistake needs its message, not a traceback
-        if rank_zero and not (run.path / "config.yaml").exists():  # nothing ran: do not keep the mistake for a resume to re-apply
+        # nothing ran: do not keep the mistake for a resume to re-apply
+        if rank_zero and not (run.path / "config.yaml").exists():
             (run.path / OVERRIDES_FILE).unlink(missing_ok=True)
         print(f"workbench: config error: {err}", file=sys.stderr)
         sys.exit(2)
