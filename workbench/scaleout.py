@@ -42,7 +42,7 @@ def sweep_job_dirname(overrides: Sequence[str], exclude_keys: Sequence[str] = ()
                       item_sep: str = ",") -> str:
     """A sweep job's folder name from its overrides, like Hydra's ``override_dirname`` (sorted ``key=value`` joined by
     ``item_sep``, keys in ``exclude_keys`` left out) except that path-valued values keep only their last part.
-    ``_`` when no override is left (a job folder needs a name)."""
+    Empty when no override is left (as Hydra's: the job runs in the sweep folder itself)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     items = []
@@ -52,7 +52,7 @@ def sweep_job_dirname(overrides: Sequence[str], exclude_keys: Sequence[str] = ()
         short = None if override.is_delete() else _short_value(override.value())
         line = override.input_line if short is None else f"{override.get_key_element()}={short}"
         items.append(line.replace("=", kv_sep, 1) if kv_sep != "=" else line)
-    return item_sep.join(sorted(items)) or "_"
+    return item_sep.join(sorted(items))
 
 
 def _sweep_subdir_resolver(overrides: Any, dirname_config: Any) -> str:
