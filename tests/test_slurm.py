@@ -66,7 +66,9 @@ def slurm_cluster(tmp_path_factory, data_root):
     if up.returncode == 3:  # the packages cannot be installed here
         print(f"\ntest_slurm: skipped: {up.stderr.strip()}")
         pytest.skip(up.stderr.strip())
-    assert up.returncode == 0, f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+    if up.returncode != 0:
+        subprocess.run(["bash", str(CLUSTER), "down"], env=env, capture_output=True, text=True, timeout=120)
+        pytest.fail(f"cluster.sh up failed:\n{up.stdout}\n{up.stderr}")
     TIMINGS["cluster up"] = time.perf_counter() - start
     for line in up.stdout.splitlines():
         if line.startswith("export "):

@@ -104,14 +104,32 @@ up() {
   return 1
 }
 
+stray_stepds() {  # this cluster's slurmstepd processes (they carry its SLURM_CONF), e.g. left by a killed slurmd
+  local environ pid
+  for environ in /proc/[0-9]*/environ; do
+    pid="${environ#/proc/}"; pid="${pid%/environ}"
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmstepd ] || continue
+    tr '\0' '\n' < "$environ" 2>/dev/null | grep -qx "SLURM_CONF=$CONF" && echo "$pid"
+  done
+  return 0
+}
+
 down() {
-  local name
+  local name pid
+  if running slurmctld; then  # end the jobs first: a step whose slurmd is gone waits for it forever
+    SLURM_CONF="$CONF" scancel --full --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 30); do
+      [ -z "$(SLURM_CONF="$CONF" squeue -h -t PD,R,CG,CF,S 2>/dev/null)" ] && break
+      sleep 0.5
+    done
+  fi
   for name in slurmd slurmctld munged; do
     if running "$name"; then as_root kill "$(cat "$STATE/run/$name.pid")" || true; fi
   done
   for name in slurmd slurmctld munged; do
     for _ in $(seq 20); do running "$name" || break; sleep 0.5; done
   done
+  for pid in $(stray_stepds); do as_root kill -9 "$pid" 2>/dev/null || true; done
   as_root rm -rf "$STATE"
   echo "cluster.sh: down"
 }
