@@ -209,13 +209,16 @@ def test_a_sweep_folder_refuses_another_sweep(tmp_path):
 
 
 def test_a_sweep_job_without_overrides_gets_its_own_folder():
-    import workbench.cli  # noqa: F401  (registers the resolver)
+    import workbench.scaleout  # noqa: F401  (registers the resolver configs/hydra/default.yaml uses)
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"name": "", "num": 3, "dir": "${workbench_job_dir:${name},${num}}"})
-    assert cfg.dir == "job3"
-    named = OmegaConf.create({"name": "seed=1,model.width=8", "num": 0, "dir": "${workbench_job_dir:${name},${num}}"})
-    assert named.dir == "seed=1,model.width=8"
+    def folder(task):
+        cfg = OmegaConf.create({"task": task, "num": 3, "dirname": {"exclude_keys": ["stages", "sweep_dir"]},
+                                "dir": "${workbench.sweep_subdir:${task},${dirname},${num}}"})
+        return cfg.dir
+
+    assert folder(["stages=[train]", "sweep_dir=/x/y"]) == "job3"  # never the sweep folder itself
+    assert folder(["seed=1", "stages=[train]"]) == "seed=1"
 
 
 def test_the_training_history_survives_a_resume():

@@ -17,12 +17,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import workbench.scaleout  # noqa: F401  (registers the resolvers configs/hydra/default.yaml names)
 from workbench.config import config_dir
 
 CONFIG_DIR = config_dir()
-# A sweep job's folder is named from its overrides; a job with none left after the excluded keys gets job<N>, never
-# the sweep folder itself (configs/hydra/default.yaml).
-OmegaConf.register_new_resolver("workbench_job_dir", lambda name, num: name or f"job{num}", replace=True)
 # Set by main() for a resumed run: Hydra writes nothing into the run (hydra.output_subdir=null) until the pipeline
 # has accepted the resume; then _app writes .hydra/ itself.
 _DEFERRED_HYDRA_FILES = False
@@ -39,29 +37,35 @@ def _app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from workbench.config import ConfigError
+    from workbench.distributed import is_rank_zero
     from workbench.logs import LOG, setup_run_logging
     from workbench.overrides import OVERRIDES_FILE, write_overrides
     from workbench.pipeline import check_resume, get_metric, run_pipeline
     from workbench.run import RunDir, RunLockedError
 
     run = RunDir(HydraConfig.get().runtime.output_dir)
+    rank_zero = is_rank_zero()  # under DDP only global rank 0 writes the run folder (workbench.distributed)
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     overrides = list(HydraConfig.get().overrides.task)
     try:
-        with run.lock():
+        # rank 0 holds the run's lock; an extra rank trains with it and writes nothing (run_pipeline)
+        with run.lock() if rank_zero else contextlib.nullcontext():
             check_resume(plain, run)  # a refused resume writes nothing into the run
-            setup_run_logging(run.path)  # console + <run>/workbench.log, each line once
-            if _DEFERRED_HYDRA_FILES:
+            setup_run_logging(run.path if rank_zero else None)  # console + <run>/workbench.log, each line once
+            if rank_zero and _DEFERRED_HYDRA_FILES:
                 _write_hydra_files(run.path, cfg, overrides)
-            if not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides (its folder resumes it)
+            if rank_zero and not (run.path / OVERRIDES_FILE).exists():  # a first run: keep its overrides
                 write_overrides(run.path, overrides)
             metrics = run_pipeline(plain, run, log=LOG.info)
     except (ConfigError, RunLockedError) as err:  # a config mistake needs its message, not a traceback
-        if not (run.path / "config.yaml").exists():  # nothing ran: do not keep the mistake for a resume to re-apply
+        # nothing ran: do not keep the mistake for a resume to re-apply
+        if rank_zero and not (run.path / "config.yaml").exists():
             (run.path / OVERRIDES_FILE).unlink(missing_ok=True)
         kind = "config error" if isinstance(err, ConfigError) else "error"
         print(f"workbench: {kind}: {err}", file=sys.stderr)
         sys.exit(2)
+    if not rank_zero:  # it trained with rank 0; the launcher takes None as this task's result
+        return None
     write_overrides(run.path, overrides)  # a resumed run's overrides now include what this call changed
     LOG.info(f"[workbench] results: {run.path.resolve()}")
     if (run.path / "report.html").exists():

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 from workbench.config import ConfigError, parse, to_dict
 from workbench.context import StageContext
+from workbench.distributed import is_rank_zero
 from workbench.registry import nearest
 from workbench.run import RunDir, get_metric
 from workbench.stages import STAGES, stage_order
@@ -128,6 +129,8 @@ def run_pipeline(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None =
     from workbench.utils import get_device
 
     force = force or bool(cfg.get("force"))
+    if not is_rank_zero():  # an extra DDP rank: it trains with rank 0 and leaves the run folder to it
+        return _train_as_extra_rank(cfg, run, stages, force, log)
     cfg = _with_source_model(cfg, log)
     cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
     todo = [s for s in stage_order() if s in cfg["stages"]]
@@ -213,6 +216,17 @@ def _record_failure(name: str, err: BaseException, run: RunDir, todo: list[str],
     run.write_failure(name, err, [s for s in todo if s not in run.metrics()])
     if "report" in todo and name != "report":
         _partial_report(run, log)
+
+
+def _train_as_extra_rank(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None, force: bool,
+                         log: Callable[[str], None]) -> dict[str, Any]:
+    """A DDP rank other than 0 runs the train stage exactly when rank 0 does (same config, same run folder) and
+    writes nothing: rank 0 saves the model, runs the later stages and writes the run once. Returns {}."""
+    cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
+    check_resumable(run, cfg, force)  # rank 0 refuses this call too: do not wait for it in a process group
+    if "train" in cfg["stages"] and not cfg.get("from_run") and (force or not run.has_stage("train")):
+        run_stage("train", cfg, run, log)
+    return {}
 
 
 def run_stage(name: str, cfg: Mapping[str, Any], run: RunDir, log: Callable[[str], None] = print) -> dict:

@@ -161,14 +161,14 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _leave_extra_ddp_rank() -> None:
-    """DDP launched this process as an extra rank: it has trained and tested with rank 0; the later stages and all
-    writes into the run directory belong to rank 0 alone."""
+def _end_process_group(trainer) -> None:
+    """After a multi-process fit and test: every rank meets once more, then leaves the process group (gloo's threads
+    abort the interpreter at exit while the group is alive). Rank 0 goes on alone with the later stages."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
-    raise SystemExit(0)
 
 
 def train_stage(ctx) -> dict:
@@ -176,6 +176,7 @@ def train_stage(ctx) -> dict:
     ``model.topography`` added; the run's checkpoint (weights + config + cortical sheets) goes to ctx.run."""
     import lightning as L
 
+    from workbench.distributed import parameters_digest
     from workbench.models import MODELS, build_model
     from workbench.training.losses import LOSSES
     from workbench.training.module import TopographicModule
@@ -195,8 +196,13 @@ def train_stage(ctx) -> dict:
     for objective in module.objectives:
         if objective.weight > 0:
             ctx.cite(LOSSES, objective.loss_name)
-    if not trainer.is_global_zero and trainer.world_size > 1:
-        _leave_extra_ddp_rank()
+    section["parameters_sha256"] = parameters_digest(module.model)  # equal on every rank after a DDP fit
+    section["processes"] = int(trainer.world_size)
+    _end_process_group(trainer)
+    if not trainer.is_global_zero:  # the run folder is rank 0's: no checkpoint, figure or metrics from this rank
+        ctx.log(f"[workbench] train: rank {trainer.global_rank} of {trainer.world_size} done; parameters sha256 "
+                f"{section['parameters_sha256']}")
+        return section
     ctx.run.save_model(module.model, model_cfg, model.cortical_sheets,
                        extra={"seed": ctx.seed, "test_accuracy": section["test_accuracy"]})
     ctx.save_figure(train_curves_figure(history.epochs), "train_curves")
