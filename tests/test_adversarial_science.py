@@ -1,0 +1,142 @@
+"""Silent wrong science (issue 13): inputs that used to give a plausible number now give a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from workbench.models.hooks import layer_hooks
+
+
+# -- a hook on a module that runs more than once per forward pass --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def resnet():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+class _Stimuli:
+    name = "tiny"
+    stimulus_ids = ["a", "b"]
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+
+    def __len__(self):
+        return 2
+
+
+class _Aliased(nn.Module):
+    """One ReLU object registered as ``act`` and ``act_again``, run at both places."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+        self.act = nn.ReLU()
+        self.act_again = self.act
+
+    def forward(self, x):
+        return self.act_again(self.conv2(self.act(self.conv1(x)))).mean((2, 3))
+
+
+REPEATED = r"'layer1\.0\.relu' \(ReLU\) runs 2 times in one forward pass.*'layer1\.0'"
+
+
+def test_ablating_a_relu_that_runs_twice_is_refused(resnet, images):
+    from workbench.intervention import ablate_units
+
+    with pytest.raises(ValueError, match="ablation: layer " + REPEATED):
+        with ablate_units(resnet, "layer1.0.relu", [0, 1]):
+            resnet(images)
+    with ablate_units(resnet, "layer1.0", [0, 1]) as handle:  # the block runs once: the suggested fix works
+        resnet(images)
+    assert handle.n_calls == 1
+    assert not resnet._forward_hooks and not resnet._forward_pre_hooks  # nothing left attached after the error
+
+
+def test_mean_ablation_reference_of_a_relu_that_runs_twice_is_refused(resnet, images):
+    from workbench.intervention.ablation import layer_mean_activation
+
+    with pytest.raises(ValueError, match="mean ablation reference: layer " + REPEATED):
+        layer_mean_activation(resnet, "layer1.0.relu", images)
+
+
+def test_extracting_a_relu_that_runs_twice_is_refused(resnet):
+    from workbench.features.extract import extract_activations
+
+    with pytest.raises(ValueError, match="extraction: layer " + REPEATED):
+        extract_activations(resnet, _Stimuli(), ["layer1.0.conv1", "layer1.0.relu"], progress=False)
+    acts = extract_activations(resnet, _Stimuli(), ["layer1.0"], progress=False)
+    assert acts["layer1.0"].shape == (2, 64 * 8 * 8)
+
+
+def test_attributing_to_a_relu_that_runs_twice_is_refused(resnet, images):
+    from workbench.attribution.targets import TargetForward, UnitTarget
+
+    with pytest.raises(ValueError, match="attribution target: layer " + REPEATED):
+        TargetForward(resnet, UnitTarget("layer1.0.relu", 0), images)
+    assert TargetForward(resnet, UnitTarget("layer1.0", 0), images)(images).shape == (2, 1)
+
+
+def test_an_aliased_module_that_runs_at_both_places_is_refused_naming_the_alias():
+    from workbench.features.extract import extract_activations
+    from workbench.intervention import ablate_units
+
+    model = _Aliased().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"'act' \(ReLU\) runs 2 times.*also registered as \['act_again'\]"):
+        with ablate_units(model, "act", [0]):
+            model(x)
+    with pytest.raises(ValueError, match=r"'act_again' \(ReLU\) runs 2 times.*also registered as \['act'\]"):
+        extract_activations(model, _Stimuli(), ["act_again"], progress=False)
+
+
+def test_a_module_run_once_is_hooked_normally_and_hooks_are_removed():
+    model = _Aliased().eval()
+    seen = []
+    with layer_hooks(model, {"conv2": lambda m, i, o: seen.append(o.shape)}, "test"):
+        model(torch.randn(1, 3, 8, 8))
+        model.conv2(torch.randn(1, 4, 6, 6))  # a layer run on its own is not a repeated call of a forward pass
+    assert seen == [torch.Size([1, 4, 4, 4]), torch.Size([1, 4, 4, 4])]
+    assert not model._forward_hooks and not model.conv2._forward_hooks
+
+
+# -- an RDM of a dead layer ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metric", ["euclidean", "correlation", "cosine"])
+def test_an_rdm_of_a_dead_layer_is_refused_naming_the_layer(metric):
+    from workbench.alignment.rsa import compute_rdm
+
+    rng = np.random.default_rng(0)
+    dead = np.tile(rng.normal(3.0, 1.0, 64), (12, 1)).astype(np.float32)   # one pattern for every stimulus
+    dead[:, :8] += rng.normal(0, 1e-7, (12, 8)).astype(np.float32) * 3.0     # float32 jitter in the last bits
+    with pytest.raises(ValueError, match=rf"layer 'conv4': every {metric} dissimilarity is the same to within "
+                                         r"rounding.*dead or saturated layer"):
+        compute_rdm(dead, metric, name="layer 'conv4'")
+    with pytest.raises(ValueError, match="layer 'relu': every euclidean dissimilarity"):
+        compute_rdm(np.zeros((5, 10)), "euclidean", name="layer 'relu'")
+    live = dead + rng.normal(0, 1e-3, dead.shape)  # small but real differences are kept
+    assert np.ptp(compute_rdm(live, metric)[np.triu_indices(12, 1)]) > 0
+
+
+def test_the_rsa_metric_names_the_dead_layer():
+    from types import SimpleNamespace
+
+    from workbench.alignment.metrics.rsa import RSAMetric
+    from workbench.features.extract import Activations
+
+    rng = np.random.default_rng(1)
+    arrays = {"conv1": rng.normal(size=(6, 20)), "conv2": np.full((6, 20), 0.5)}
+    acts = Activations(arrays, [f"s{i}" for i in range(6)], {"conv1": (20,), "conv2": (20,)})
+    ctx = SimpleNamespace(run=SimpleNamespace(load_activations=lambda name: acts), device=torch.device("cpu"))
+    metric = RSAMetric.__new__(RSAMetric)
+    metric.settings = SimpleNamespace(metric="euclidean", stimulus_set="k92", rdm_set="k08", targets=["hIT"])
+    with pytest.raises(ValueError, match="layer 'conv2': every euclidean dissimilarity"):
+        metric.score(ctx, ["conv1", "conv2"])
