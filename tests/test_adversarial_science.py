@@ -140,3 +140,77 @@ def test_the_rsa_metric_names_the_dead_layer():
     metric.settings = SimpleNamespace(metric="euclidean", stimulus_set="k92", rdm_set="k08", targets=["hIT"])
     with pytest.raises(ValueError, match="layer 'conv2': every euclidean dissimilarity"):
         metric.score(ctx, ["conv1", "conv2"])
+
+
+# -- a user's assembly and image folder ------------------------------------------------------------------------------
+
+def _folder_with(tmp_path, images: dict) -> tuple:
+    """An image folder of ``{stimulus_id: PIL image}`` and an .npz assembly of 2 neuroids on those stimuli."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for sid, img in images.items():
+        img.save(folder / f"{sid}.png")
+    path = tmp_path / "assembly.npz"
+    np.savez(path, responses=np.arange(len(images) * 2, dtype=float).reshape(-1, 2), stimulus_id=list(images))
+    return path, folder
+
+
+def test_a_16_bit_png_is_scaled_to_8_bits_not_saturated(tmp_path):
+    from PIL import Image
+
+    from workbench.data import load_recording
+
+    grey16 = np.array([[0, 257, 32896], [65535, 1000, 65535]], dtype=np.uint16)
+    path, folder = _folder_with(tmp_path, {"s16": Image.fromarray(grey16),
+                                           "s8": Image.fromarray(np.full((2, 3, 3), 7, np.uint8))})
+    assert Image.open(folder / "s16.png").mode == "I;16"  # what PIL's own convert("RGB") clips to 255
+    _, stimuli = load_recording(path, folder)
+    image = stimuli.images[list(stimuli.stimulus_ids).index("s16")]
+    np.testing.assert_array_equal(image[..., 0], [[0, 1, 128], [255, 4, 255]])
+    assert (image == image[..., :1]).all()  # grey stays grey
+
+
+def test_translucent_images_are_refused_without_a_background_and_composited_on_one(tmp_path):
+    from PIL import Image
+
+    from workbench.data import load_assembly, load_recording
+
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, [[255, 0], [51, 255]]
+    opaque = np.full((2, 2, 4), 255, np.uint8)
+    path, folder = _folder_with(tmp_path, {"ghost": Image.fromarray(rgba, "RGBA"),
+                                           "solid": Image.fromarray(opaque, "RGBA")})
+    with pytest.raises(ValueError, match=r"image ghost\.png in .* has 2 translucent pixels.*background=\(r, g, b\)"):
+        load_assembly(path, folder)
+    _, stimuli = load_recording(path, folder, background=(0, 0, 100))
+    ghost = stimuli.images[list(stimuli.stimulus_ids).index("ghost")]
+    np.testing.assert_array_equal(ghost[0, 1], [0, 0, 100])                       # fully transparent: the screen
+    np.testing.assert_array_equal(ghost[1, 0], [40, 0, 80])                       # alpha 0.2: 0.2 * 200, 0.8 * 100
+    np.testing.assert_array_equal(ghost[0, 0], [200, 0, 0])
+    with pytest.raises(ValueError, match="background must be three integers in 0-255"):
+        load_assembly(path, folder, background=(0, 0, 300))
+
+
+def test_a_user_benchmark_checks_its_background():
+    from workbench.benchmarks.user import UserBenchmarkConfig
+    from workbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="user benchmark 'mine': background must be three integers"):
+        UserBenchmarkConfig(name="mine", assembly="a.nc", images="imgs", background=[128, 128])
+
+
+@pytest.mark.parametrize("responses, stimulus_id, neuroid_id, error", [
+    (np.zeros((0, 2)), [], None, r"the assembly has no presentations"),
+    (np.ones((3, 2)), ["a", "b", "a"], None, r"stimulus ids repeat in the assembly: \['a'\].*groupby\('stimulus_id'\)"),
+    (np.ones((3, 3)), ["a", "b", "c"], ["n1", "n2", "n1"], r"neuroid ids repeat in the assembly: \['n1'\].*its own"),
+])
+def test_empty_assemblies_and_repeated_ids_are_refused(tmp_path, responses, stimulus_id, neuroid_id, error):
+    from workbench.data import load_assembly
+
+    path = tmp_path / "assembly.npz"
+    arrays = {"responses": responses, "stimulus_id": np.asarray(stimulus_id, dtype=str)}
+    if neuroid_id is not None:
+        arrays["neuroid_id"] = np.asarray(neuroid_id)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=error):
+        load_assembly(path)
