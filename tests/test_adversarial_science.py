@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -214,3 +216,86 @@ def test_empty_assemblies_and_repeated_ids_are_refused(tmp_path, responses, stim
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=error):
         load_assembly(path)
+
+
+# -- config types and ranges ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cfg, error", [
+    ({"seed": "abc"}, r"^seed should be an integer, got 'abc'"),
+    ({"seed": -1}, r"^seed must be >= 0 and <= 4294967295, got -1"),
+    ({"trainer": {"max_epochs": -1}}, r"^trainer\.max_epochs must be >= 1, got -1"),
+    ({"trainer": {"max_epochs": "ten"}}, r"^trainer\.max_epochs should be an integer, got 'ten'"),
+    ({"trainer": {"limit_train_batches": 1.5}}, r"limit_train_batches = 1\.5: a float is a fraction .* \[0, 1\]"),
+    ({"trainer": {"gradient_clip_val": float("nan")}}, r"^trainer\.gradient_clip_val should be a finite number"),
+    ({"data": {"_target_": "x.Y", "batch_size": 0}}, r"^data\.batch_size must be >= 1, got 0"),
+    ({"data": {"_target_": "x.Y", "val_fraction": 1.2}}, r"^data\.val_fraction must be >= 0 and <= 1, got 1\.2"),
+])
+def test_top_level_keys_are_checked_naming_the_key_value_and_range(cfg, error):
+    from workbench.config import ConfigError
+    from workbench.run_config import validate_run_keys
+
+    with pytest.raises(ConfigError, match=error):
+        validate_run_keys(cfg)
+
+
+def test_the_shipped_configs_pass_and_unknown_trainer_keys_are_left_to_lightning(tiny_config):
+    from workbench.run_config import validate_run_keys
+
+    validate_run_keys(tiny_config)
+    validate_run_keys({**tiny_config, "trainer": {**tiny_config["trainer"], "accumulate_grad_batches": 2,
+                                                  "benchmark": False, "limit_val_batches": 2}})
+
+
+def _numeric_fields(schema, path=()):
+    """(path of keys, field name, bounds) of every bounded int/float field of ``schema`` and its sub-schemas."""
+    import dataclasses
+    import typing
+
+    from workbench.config import _bounds
+
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        arms = [a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if a is not type(None)]
+        if len(arms) == 1 and dataclasses.is_dataclass(arms[0]):
+            yield from _numeric_fields(arms[0], path + (f.name,))
+        elif arms and all(a in (int, float) for a in arms):
+            bounds = _bounds(f.name, f.metadata)
+            if bounds:
+                yield path, f.name, bounds
+
+
+def _schemas():
+    from workbench.models.config import OptimizerConfig, PreprocessConfig
+    from workbench.run_config import DataKeys, TrainerKeys
+    from workbench.stages import STAGES
+
+    from workbench.alignment import METRICS
+
+    stages = [(STAGES.get(n).key, STAGES.get(n).resolve_config()) for n in STAGES.names()]
+    metrics = [(f"align.settings.{n}", METRICS.get(n).config) for n in METRICS.names()]
+    return [(k, s) for k, s in stages + metrics if s is not None] + [
+        ("model.optimizer", OptimizerConfig), ("model.preprocess", PreprocessConfig), ("trainer", TrainerKeys),
+        ("data", DataKeys)]
+
+
+def test_every_bounded_number_of_every_schema_refuses_a_value_out_of_range():
+    from workbench.config import ConfigError, parse
+
+    checked = set()
+    for where, schema in _schemas():
+        for path, name, bounds in _numeric_fields(schema):
+            low = bounds.get("min", bounds.get("above"))
+            bad = [v for v in (low - 1 if "min" in bounds else low if low is not None else None,
+                               bounds["max"] + 1 if "max" in bounds else None) if v is not None]
+            for value in bad:
+                given = {name: value}
+                for key in reversed(path):
+                    given = {key: given}
+                key = ".".join((where,) + path + (name,))
+                with pytest.raises(ConfigError, match=rf"^{re.escape(key)} must be [<>]"):
+                    parse(schema, given, where)
+                checked.add(key)
+    # the conventions reach keys no schema bounds itself
+    # keys whose ranges come from the naming conventions alone, and the metric settings
+    assert {"intervene.seed", "attribute.shap.seed", "align.commit_fraction", "data.val_fraction", "model.optimizer.lr",
+            "trainer.max_epochs", "align.settings.rsa.n_bootstrap", "align.settings.ridge.n_folds"} <= checked
