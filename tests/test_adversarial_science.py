@@ -299,3 +299,65 @@ def test_every_bounded_number_of_every_schema_refuses_a_value_out_of_range():
     # keys whose ranges come from the naming conventions alone, and the metric settings
     assert {"intervene.seed", "attribute.shap.seed", "align.commit_fraction", "data.val_fraction", "model.optimizer.lr",
             "trainer.max_epochs", "align.settings.rsa.n_bootstrap", "align.settings.ridge.n_folds"} <= checked
+
+
+# -- determinism ------------------------------------------------------------------------------------------------
+
+def _random_images(flags: list):
+    """A datamodule of 32 seeded random images whose training loader records the kernel flags it is asked under."""
+    import lightning as L
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,),
+                                                                                                  generator=g))
+    module = L.LightningDataModule.from_datasets(data, data, data, batch_size=16)
+
+    def train_dataloader():
+        flags.append((torch.are_deterministic_algorithms_enabled(), torch.backends.mkldnn.deterministic))
+        return torch.utils.data.DataLoader(data, batch_size=16, shuffle=True)
+
+    module.train_dataloader = train_dataloader
+    return module
+
+
+def _train_once(tmp_path, name: str, flags: list) -> tuple[dict, dict]:
+    """(initial, trained) weights of a tiny topographic CNN, trained by the train stage's own Trainer set-up."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import lightning as L
+    import yaml
+
+    from workbench.models import build_model
+    from workbench.training.module import TopographicModule
+    from workbench.training.stage import _fit_and_test
+
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / "trainer" / "cpu.yaml").read_text())
+    trainer = {**shipped, "max_epochs": 1, "limit_val_batches": 1, "limit_test_batches": 1,
+               "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}
+    run = SimpleNamespace(checkpoints=tmp_path / name / "checkpoints", training_resume_path=None, path=tmp_path / name)
+    ctx = SimpleNamespace(cfg={"trainer": trainer, "logger": None}, run=run, datamodule=lambda: _random_images(flags))
+    model_cfg = {"name": "small_cnn", "num_classes": 10, "width": 4,
+                 "optimizer": {"name": "sgd", "lr": 0.05, "scheduler": "none"},
+                 "topography": {"layers": ["conv3"], "weight": 0.5, "loss": "spatial_correlation",
+                                "spatial_correlation": {"neighbourhood_size": 32, "n_neighbourhoods": 2}}}
+    L.seed_everything(0, workers=True, verbose=False)
+    module = TopographicModule(build_model(model_cfg), model_cfg)
+    initial = {k: v.clone() for k, v in module.model.state_dict().items()}
+    _fit_and_test(ctx, module)
+    return initial, {k: v.clone() for k, v in module.model.state_dict().items()}
+
+
+def test_two_cpu_trainings_with_one_seed_give_bit_identical_weights_with_deterministic_kernels(tmp_path):
+    from workbench.training.stage import trainer_kwargs
+
+    assert trainer_kwargs({"trainer": {"accelerator": "cpu"}})["deterministic"] is True   # the default on CPU
+    assert trainer_kwargs({"trainer": {"accelerator": "cpu", "deterministic": False}})["deterministic"] is False
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.mkldnn.deterministic)
+    flags: list = []
+    initial, first = _train_once(tmp_path, "a", flags)
+    _, second = _train_once(tmp_path, "b", flags)
+    assert not torch.equal(initial["conv3.0.weight"], first["conv3.0.weight"])  # it trained
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert flags == [(True, True), (True, True)]   # torch's and oneDNN's deterministic kernels while training
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.mkldnn.deterministic) == before  # restored
