@@ -67,6 +67,7 @@ def main() -> None:
               f"{len(digests[deterministic])} distinct weight hash(es)")
     ratios = [a / b for a, b in zip(seconds[True], seconds[False])]
     print(f"  ratio deterministic / not: {_summary(ratios)}")
+    print(f"  deterministic and non-deterministic runs trained the same weights: {digests[True] == digests[False]}")
     if len(digests[True]) != 1:
         raise SystemExit("deterministic training gave different weights: determinism is broken")
 
