@@ -388,9 +388,6 @@ class TargetForward(nn.Module):
         if len(self._captured) != 1:
             n = len(self._captured)
             self._captured.clear()
-            if n == 0:
-                raise ValueError(f"layer {self.target.layer!r} did not run in the forward pass of "
-                                 f"{type(self.model).__name__}; pick a layer the forward pass uses")
             raise repeated_call_error(self.model, self.target.layer, n, "attribution target")
         return self._captured.pop()
 

@@ -26,7 +26,10 @@ def module_aliases(model: nn.Module, layer: str) -> list[str]:
 
 
 def repeated_call_error(model: nn.Module, layer: str, calls: int, purpose: str) -> ValueError:
-    """The error for a hook on ``layer`` whose module ran ``calls`` times in one forward pass."""
+    """The error for a hook on ``layer`` whose module ran ``calls`` times (not once) in one forward pass."""
+    if calls == 0:
+        return ValueError(f"{purpose}: layer {layer!r} did not run in the forward pass of {type(model).__name__}; "
+                          "pick a layer the forward pass uses (`workbench layers model=...` lists the layers)")
     aliases = [a for a in module_aliases(model, layer) if a != layer]
     alias_txt = (f"; the same module object is also registered as {aliases}, so every place it runs counts"
                  if aliases else "")
