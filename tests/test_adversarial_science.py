@@ -100,6 +100,23 @@ def test_an_aliased_module_that_runs_at_both_places_is_refused_naming_the_alias(
         extract_activations(model, _Stimuli(), ["act_again"], progress=False)
 
 
+def test_attribution_to_an_aliased_module_explains_the_place_its_name_registers():
+    """Attribution runs on a copy in which every registered place has its own module, so the hook on ``act`` sees
+    exactly the calls made through ``self.act``: the same maps as a model with two separate ReLUs."""
+    import copy
+
+    from workbench.attribution import attribute
+    from workbench.attribution.targets import UnitTarget
+
+    aliased = _Aliased().eval()
+    separate = copy.deepcopy(aliased)
+    separate.act_again = nn.ReLU()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    maps = [attribute(m, x, UnitTarget("act", channel=1), method="saliency").attributions for m in (aliased, separate)]
+    np.testing.assert_array_equal(maps[0], maps[1])
+    assert np.abs(maps[0]).sum() > 0
+
+
 def test_a_module_run_once_is_hooked_normally_and_hooks_are_removed():
     model = _Aliased().eval()
     seen = []
