@@ -38,6 +38,8 @@ def _distinct_condensed(rng: np.random.Generator, n: int) -> np.ndarray:
 @given(seed=seeds, n_stimuli=st.integers(3, 9), n_units=st.integers(2, 12),
        metric=st.sampled_from(["correlation", "euclidean", "cosine"]), scale=st.floats(1e-3, 1e3))
 def test_rdms_are_symmetric_with_zero_diagonal(seed, n_stimuli, n_units, metric, scale):
+    # two centred units leave each stimulus one of two patterns, +-(1, -1): often all the same (refused, rightly)
+    assume(metric != "correlation" or n_units > 2)
     features = np.random.default_rng(seed).normal(size=(n_stimuli, n_units)) * scale
     rdm = compute_rdm(features, metric)
     assert rdm.shape == (n_stimuli, n_stimuli)

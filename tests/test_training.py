@@ -191,7 +191,7 @@ def test_optimizer_config_defaults_and_errors():
     module = TopographicModule(build_model(cfg), cfg)
     assert module.optimizer_cfg == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4,
                                     "nesterov": False, "scheduler": "cosine"}
-    for bad, message in (({"lr": 0}, "lr must be a number > 0"),
+    for bad, message in (({"lr": 0}, r"lr must be > 0, got 0"),
                          ({"name": "adam"}, "did you mean 'adamw'"),
                          ({"schedular": "none"}, "did you mean 'scheduler'")):
         cfg["optimizer"] = bad

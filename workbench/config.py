@@ -12,13 +12,18 @@ nearest valid key:
     parse(RSAConfig, {"n_bootstap": 10}, "align.rsa")
     # ConfigError: unknown key 'n_bootstap' in align.rsa (did you mean 'n_bootstrap'?); valid keys: method, ...
 
-``field(metadata={"min": x, "max": y})`` bounds a number; ``__post_init__`` checks relations between keys (raise
-ConfigError there). ``to_dict(instance)`` gives the plain mapping that is written to the run's config.yaml.
+``field(metadata={"min": x, "max": y})`` bounds a number (``"above": x`` excludes x itself); ``__post_init__`` checks
+relations between keys (raise ConfigError there). ``to_dict(instance)`` gives the plain mapping that is written to
+the run's config.yaml.
+
+Every number must be finite, and keys named by convention get their bounds without saying so (``CONVENTIONAL_BOUNDS``:
+seeds, batch sizes, learning rates, fractions), so a new schema cannot forget them; explicit bounds take precedence.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Mapping, Union
@@ -28,6 +33,26 @@ from workbench.registry import nearest
 
 class ConfigError(ValueError):
     """A config key or value is wrong; the message names the key and how to fix it."""
+
+
+# (test on the key's name, bounds) for keys whose meaning fixes their range; the first match applies.
+SEED_RANGE = {"min": 0, "max": 2**32 - 1}  # numpy's and Lightning's seed range
+CONVENTIONAL_BOUNDS: tuple[tuple[Any, dict[str, float]], ...] = (
+    (lambda key: key == "seed" or key.endswith("_seed"), SEED_RANGE),
+    (lambda key: key == "batch_size" or key.endswith("_batch_size"), {"min": 1}),
+    (lambda key: key in ("lr", "learning_rate"), {"above": 0}),
+    (lambda key: key.endswith("fraction"), {"min": 0, "max": 1}),
+)
+
+
+def _bounds(key: str, meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The field's own bounds, else the conventional bounds of its name (``CONVENTIONAL_BOUNDS``)."""
+    if any(k in meta for k in ("min", "max", "above")):
+        return meta
+    for matches, bounds in CONVENTIONAL_BOUNDS:
+        if matches(key):
+            return {**meta, **bounds}
+    return meta
 
 
 def parse(schema: type, given: Mapping[str, Any] | None, where: str) -> Any:
@@ -49,7 +74,7 @@ def parse(schema: type, given: Mapping[str, Any] | None, where: str) -> Any:
         raise ConfigError(f"unknown key {key!r} in {where}{nearest(key, fields)}; valid keys: "
                           f"{', '.join(fields)}")
     hints = typing.get_type_hints(schema)
-    values = {name: _coerce(hints[name], value, f"{where}.{name}", fields[name].metadata)
+    values = {name: _coerce(hints[name], value, f"{where}.{name}", _bounds(name, fields[name].metadata))
               for name, value in given.items()}
     try:
         return schema(**values)
@@ -126,6 +151,8 @@ def _scalar(tp: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} should be a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} should be a finite number, got {value!r}")
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} should be a string, got {value!r}"
@@ -133,16 +160,21 @@ def _scalar(tp: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:
                                  else ""))
     elif isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{where} should be a {tp.__name__}, got {value!r}")
-    if "min" in meta and value < meta["min"]:
-        raise ConfigError(f"{where} must be >= {meta['min']}, got {value!r}")
-    if "max" in meta and value > meta["max"]:
-        raise ConfigError(f"{where} must be <= {meta['max']}, got {value!r}")
+    if (("min" in meta and value < meta["min"]) or ("above" in meta and value <= meta["above"])
+            or ("max" in meta and value > meta["max"])):
+        raise ConfigError(f"{where} must be {_range_text(meta)}, got {value!r}")
     return value
 
 
-def bounded(default: Any, *, min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
-    """A dataclass field with numeric bounds checked by ``parse``."""
-    meta = {k: v for k, v in (("min", min), ("max", max)) if v is not None}
+def _range_text(meta: Mapping[str, Any]) -> str:
+    parts = [f"{op} {meta[k]}" for k, op in (("min", ">="), ("above", ">"), ("max", "<=")) if k in meta]
+    return " and ".join(parts)
+
+
+def bounded(default: Any, *, min: float | None = None, max: float | None = None,  # noqa: A002
+            above: float | None = None) -> Any:
+    """A dataclass field with numeric bounds checked by ``parse`` (``above``: an exclusive minimum)."""
+    meta = {k: v for k, v in (("min", min), ("max", max), ("above", above)) if v is not None}
     return dataclasses.field(default=default, metadata=meta)
 
 

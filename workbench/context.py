@@ -58,12 +58,14 @@ class StageContext:
                ) -> "StageContext":
         """The context of ``stage`` for ``cfg`` (validated here: unknown keys and bad values raise ConfigError)."""
         from workbench.config import parse
+        from workbench.run_config import validate_run_keys
         from workbench.stages import STAGES
 
+        validate_run_keys(cfg)  # seed, trainer and data keys: a named error, not int()'s or Lightning's
         spec = STAGES.get(stage)
         schema = spec.resolve_config()
         section = parse(schema, cfg.get(spec.key), spec.key) if schema is not None else None
-        return cls(stage, run, cfg, section, int(cfg.get("seed", 0) or 0), cfg.get("device", "auto"), log)
+        return cls(stage, run, cfg, section, int(cfg.get("seed") or 0), cfg.get("device", "auto"), log)
 
     # -- compute -------------------------------------------------------------------------------------------------
     @cached_property

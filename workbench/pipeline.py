@@ -94,6 +94,9 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if key not in valid:
             raise ConfigError(f"unknown top-level config key {key!r}{nearest(key, valid)}; valid keys are "
                               f"{sorted(valid)}")
+    from workbench.run_config import validate_run_keys
+
+    validate_run_keys(cfg)  # seed, trainer.*, data.*: types and ranges, before anything is written
     stages = cfg.get("stages") or []
     for name in stages:
         if name not in STAGES:

@@ -131,12 +131,14 @@ def check_same_stimuli(a: Any, b: Any, names: tuple[str, str] = ("a", "b")) -> N
 # ---------------------------------------------------------------------------------------------------------------
 # RDMs from patterns
 def compute_rdm(features: Any, metric: str = "correlation", noise_precision: Any = None,
-                device=None) -> np.ndarray:
+                device=None, name: str = "features") -> np.ndarray:
     """Square RDM (n x n, float64) from stimulus patterns.
 
     features: (n_stimuli, n_units); for ``crossnobis`` (n_repetitions, n_stimuli, n_units), where every repetition
     holds one independent measurement of every stimulus (>= 2 repetitions). ``noise_precision`` (n_units x
-    n_units, crossnobis only) defaults to the identity (cross-validated squared Euclidean distance).
+    n_units, crossnobis only) defaults to the identity (cross-validated squared Euclidean distance). ``name`` (e.g.
+    ``"layer 'conv4'"``) starts every error message. Features that give every stimulus the same pattern (a dead
+    layer) are refused: their RDM holds only rounding noise (``check_rdm_spread``).
     """
     if metric not in RDM_METRICS:
         raise ValueError(f"unknown RDM metric {metric!r}; choose one of {', '.join(RDM_METRICS)}")
@@ -167,6 +169,8 @@ def compute_rdm(features: Any, metric: str = "correlation", noise_precision: Any
             raise ValueError(f"features must be (n_stimuli, n_units); got shape {tuple(x.shape)}")
         n, units = x.shape
         if metric == "euclidean":
+            scale = (x * x).mean(1).max()
+            x = x - x.mean(0)  # distances do not move; centring keeps |x|^2 terms from cancelling each other
             sq = (x * x).sum(1)
             rdm = (sq[:, None] + sq[None, :] - 2 * x @ x.T) / units
         else:
@@ -175,15 +179,37 @@ def compute_rdm(features: Any, metric: str = "correlation", noise_precision: Any
             norm = torch.linalg.vector_norm(x, dim=1)
             if (norm == 0).any():
                 bad = torch.nonzero(norm == 0).ravel().tolist()[:5]
-                raise ValueError(f"{metric} distance is undefined for stimuli with a constant pattern (stimuli "
-                                 f"{bad}); use metric='euclidean' or drop them")
+                raise ValueError(f"{name}: {metric} distance is undefined for stimuli with a constant pattern "
+                                 f"(stimuli {bad}); use metric='euclidean' or drop them")
             x = x / norm[:, None]
-            rdm = 1 - x @ x.T
+            rdm, scale = 1 - x @ x.T, torch.ones((), dtype=DTYPE)  # unit vectors: distances of order 1
     if rdm.shape[0] < 3:
-        raise ValueError(f"an RDM needs at least 3 stimuli; got {rdm.shape[0]}")
+        raise ValueError(f"{name}: an RDM needs at least 3 stimuli; got {rdm.shape[0]}")
     rdm = (rdm + rdm.T) / 2
     rdm.fill_diagonal_(0)
+    if metric != "crossnobis":  # cross-validated distances scatter around 0 by design
+        check_rdm_spread(rdm, float(scale), metric, name)
     return rdm.cpu().numpy()
+
+
+# Float32 features that differ only in their last bits (relative 1e-7) give squared distances near 1e-14 of the
+# features' squared scale, and float64 cancellation leaves about 1e-16: a spread below this carries no information.
+ROUNDING_LEVEL = 1e-12
+
+
+def check_rdm_spread(rdm: torch.Tensor, scale: float, metric: str, name: str = "features") -> None:
+    """Refuse an RDM whose off-diagonal entries all agree to within rounding relative to ``scale`` (the size of
+    the terms the distances are computed from): every stimulus gives the same pattern, so any comparison of this
+    RDM with another scores rounding noise."""
+    i, j = triu_indices(rdm.shape[0], device=rdm.device)
+    entries = rdm[i, j]
+    spread = float(entries.max() - entries.min())
+    if spread <= ROUNDING_LEVEL * scale:
+        raise ValueError(
+            f"{name}: every {metric} dissimilarity is the same to within rounding (spread {spread:.1e} for features "
+            f"of scale {scale:.1e}): the stimuli are indistinguishable here (a dead or saturated layer?), so any RDM "
+            "comparison would score noise. Leave this layer out, or check the model's weights and inputs."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -412,6 +438,6 @@ def subject_stack(rdms: Any, name: str = "data") -> Any:
     return rdms
 
 
-__all__: Sequence[str] = ("RDM_METRICS", "COMPARE_METHODS", "RSATOOLBOX_NAMES", "compute_rdm", "compare_rdms",
+__all__: Sequence[str] = ("RDM_METRICS", "COMPARE_METHODS", "RSATOOLBOX_NAMES", "compute_rdm", "check_rdm_spread", "compare_rdms",
                           "as_condensed", "weighted_rank", "weighted_tau_a", "tau_a_numerator", "pair_weights",
                           "compare_rows", "average_sessions", "subject_stack", "canonical_method")

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.models.hooks import repeated_call_error
+
 __all__ = [
     "Target", "ClassTarget", "UnitTarget", "PatchTarget", "NeuralSiteTarget", "TargetForward", "as_target",
     "resolve_layer", "sheet_positions",
@@ -28,7 +30,7 @@ __all__ = [
 
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
     """The submodule called ``layer``; a KeyError lists the valid names when it does not exist."""
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))  # an alias is a valid name of its module
     if layer not in modules or layer == "":
         valid = [n for n in modules if n]
         raise KeyError(
@@ -386,10 +388,7 @@ class TargetForward(nn.Module):
         if len(self._captured) != 1:
             n = len(self._captured)
             self._captured.clear()
-            raise ValueError(
-                f"layer {self.target.layer!r} ran {n} times in one forward pass; its output is ambiguous. "
-                "Pick a layer that runs once (a reused module has one name for several places in the network)."
-            )
+            raise repeated_call_error(self.model, self.target.layer, n, "attribution target")
         return self._captured.pop()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ class UserBenchmarkConfig:
     description: str = ""
     image_size: int | None = None      # resize the folder's images to this square size (when their sizes differ)
     nan_policy: str = "raise"          # raise | drop_neuroids | drop_presentations (workbench.data.validate_assembly)
+    background: list[int] | None = None  # [r, g, b] 0-255: screen translucent images are composited on (null: refuse)
 
     def __post_init__(self):
         for key in ("name", "assembly", "images"):
@@ -48,6 +49,12 @@ class UserBenchmarkConfig:
         if not self.name.isidentifier():
             raise ConfigError(f"benchmark name {self.name!r} must be a Python identifier (letters, digits, _): it "
                               f"names the metrics.json section align.{self.name}")
+        from workbench.data.stimuli import check_background
+
+        try:
+            check_background(self.background)
+        except ValueError as err:
+            raise ConfigError(f"user benchmark {self.name!r}: {err}") from None
         data_keys = {"stimulus_set", "rdm_set", "targets", "datasets"} & set(self.settings)
         if data_keys:
             raise ConfigError(f"settings.{sorted(data_keys)[0]} is set by the benchmark itself (its assembly and "
@@ -126,7 +133,7 @@ def _register_data(spec: UserBenchmarkConfig, assembly: Path, images: Path) -> N
     @functools.lru_cache(maxsize=1)
     def both():
         responses, stimuli = load_recording(assembly, images, nan_policy=spec.nan_policy,
-                                           image_size=spec.image_size)
+                                           image_size=spec.image_size, background=spec.background)
         stimuli.name = spec.name
         return responses, stimuli
 

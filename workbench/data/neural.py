@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from workbench.data.files import DataNotFoundError, REGISTRY, data_root, fetch
-from workbench.data.stimuli import COWLEY_CITATION, KRIEGESKORTE_CITATION, V4_SESSIONS, StimulusSet
+from workbench.data.stimuli import COWLEY_CITATION, KRIEGESKORTE_CITATION, V4_SESSIONS, Background, StimulusSet
 from workbench.registry import Registry
 from workbench.utils import atomic_save_npz
 
@@ -184,6 +185,7 @@ def validate_assembly(assembly: xr.DataArray, nan_policy: str = "raise",
         raise ValueError("an assembly needs a 'stimulus_id' coordinate on the presentation dim")
     if "neuroid_id" not in assembly.coords:
         assembly = assembly.assign_coords(neuroid_id=("neuroid", [f"n{i:04d}" for i in range(assembly.sizes["neuroid"])]))
+    _check_ids(assembly)
     values = assembly.values
     if not np.issubdtype(values.dtype, np.number):
         raise ValueError(f"assembly values must be numeric, got {values.dtype}")
@@ -211,6 +213,27 @@ def validate_assembly(assembly: xr.DataArray, nan_policy: str = "raise",
                              f"{missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)} in all); the "
                              f"stimulus_id coordinate must name the image files (file name without extension)")
     return assembly
+
+
+def _check_ids(assembly: xr.DataArray) -> None:
+    """Refuse an empty assembly and repeated stimulus or neuroid ids (each would be scored as a separate sample)."""
+    for dim in ("presentation", "neuroid"):
+        if assembly.sizes[dim] == 0:
+            raise ValueError(f"the assembly has no {dim}s (shape {dict(assembly.sizes)}): nothing to score; check "
+                             f"that the file holds the responses")
+    stimulus_ids = pd.Index(map(str, assembly["stimulus_id"].values))
+    if stimulus_ids.has_duplicates:
+        repeated = list(stimulus_ids[stimulus_ids.duplicated()].unique())
+        raise ValueError(
+            f"stimulus ids repeat in the assembly: {repeated[:5]}{' ...' if len(repeated) > 5 else ''} "
+            f"({len(repeated)} ids). Each presentation row must be one stimulus: average the repeats "
+            "(assembly.groupby('stimulus_id').mean()), or keep them as trials, either as a third dim "
+            "(presentation x neuroid x repetition) or with a 'repetition' coordinate on presentation in a .nc file")
+    neuroid_ids = pd.Index(map(str, assembly["neuroid_id"].values))
+    if neuroid_ids.has_duplicates:
+        repeated = list(neuroid_ids[neuroid_ids.duplicated()].unique())
+        raise ValueError(f"neuroid ids repeat in the assembly: {repeated[:5]}{' ...' if len(repeated) > 5 else ''} "
+                         f"({len(repeated)} ids); give every recorded site its own neuroid_id")
 
 
 def save_assembly(assembly: xr.DataArray, path: str | Path) -> Path:
@@ -257,18 +280,21 @@ def from_brainscore_layout(assembly: xr.DataArray) -> xr.DataArray:
 
 
 def load_assembly(path: str | Path, image_folder: str | Path | None = None, nan_policy: str = "raise",
-                  image_size: int | None = None) -> xr.DataArray:
+                  image_size: int | None = None, background: Background = None) -> xr.DataArray:
     """A user's assembly (xarray, presentation x neuroid [x repetition]) from netCDF (``.nc``) or ``.npz``,
     validated (and with ``image_folder``, checked against the image files: every stimulus id names one).
 
     ``.npz`` must hold ``responses`` (presentation x neuroid [x repetition]) and ``stimulus_id`` (presentation,), and
     may hold ``neuroid_id``. Pickles are never read. ``load_recording`` also returns the images as a StimulusSet.
+    Stimulus and neuroid ids must be unique. ``background``: the (r, g, b) screen on which images with translucent
+    pixels are composited (``StimulusSet.from_folder``); without it such images are refused.
     """
-    return load_recording(path, image_folder, nan_policy, image_size)[0]
+    return load_recording(path, image_folder, nan_policy, image_size, background)[0]
 
 
 def load_recording(path: str | Path, image_folder: str | Path | None = None, nan_policy: str = "raise",
-                   image_size: int | None = None) -> tuple[xr.DataArray, StimulusSet | None]:
+                   image_size: int | None = None,
+                   background: Background = None) -> tuple[xr.DataArray, StimulusSet | None]:
     """``(assembly, stimuli)``: ``load_assembly``'s assembly and its images in presentation order (None without
     ``image_folder``), the two halves of a registered data set (``RESPONSES`` and ``STIMULUS_SETS``)."""
     path = Path(path)
@@ -300,7 +326,7 @@ def load_recording(path: str | Path, image_folder: str | Path | None = None, nan
         raise ValueError(f"unsupported assembly format {path.suffix!r}: use .nc (netCDF) or .npz")
     stimuli = None
     if image_folder is not None:
-        stimuli = StimulusSet.from_folder(image_folder, size=image_size)
+        stimuli = StimulusSet.from_folder(image_folder, size=image_size, background=background)
     assembly = validate_assembly(assembly, nan_policy=nan_policy, stimuli=stimuli)
     if stimuli is not None:
         stimuli = stimuli.select_ids(list(map(str, assembly["stimulus_id"].values)))

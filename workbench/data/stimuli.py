@@ -15,6 +15,7 @@ from workbench.data.files import fetch
 from workbench.registry import Registry
 
 STIMULUS_SETS: Registry[Callable[[], "StimulusSet"]] = Registry("stimulus set")
+Background = tuple[int, int, int] | None  # the (r, g, b) screen translucent images were shown on
 
 V4_SESSIONS = ("190923", "201025", "210225", "210325")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -85,11 +86,14 @@ class StimulusSet:
 
     @classmethod
     def from_folder(cls, folder: str | Path, name: str | None = None, metadata: pd.DataFrame | None = None,
-                    size: int | None = None) -> "StimulusSet":
+                    size: int | None = None, background: Background = None) -> "StimulusSet":
         """Images of a folder (stimulus_id = file stem). With ``metadata``, its stimulus ids must match the files.
 
-        Images of different sizes need ``size`` (they are resized to size x size).
+        Images of different sizes need ``size`` (they are resized to size x size). 16-bit grey images are scaled to
+        8 bits. Images with translucent pixels need ``background`` (r, g, b in 0-255), the screen they were shown
+        on, to be composited on; without it they are refused (a fully opaque alpha channel is simply dropped).
         """
+        background = check_background(background)
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder {folder} does not exist")
@@ -109,16 +113,20 @@ class StimulusSet:
                     f"images without an id {extra[:5]} (stimulus_id must equal the image file name without "
                     f"its extension)")
             metadata = metadata.assign(stimulus_id=ids)
-        images = _load_images([by_id[s].read_bytes() for s in metadata["stimulus_id"]], size, folder)
-        return cls(name or folder.name, metadata, images)
+        ids = list(metadata["stimulus_id"])
+        images = _load_images([by_id[s].read_bytes() for s in ids], size, folder, background,
+                              [by_id[s].name for s in ids])
+        return cls(name or folder.name, metadata, images, extra={"background": background} if background else {})
 
 
-def _load_images(blobs: list[bytes], size: int | None, where) -> np.ndarray:
+def _load_images(blobs: list[bytes], size: int | None, where, background: Background = None,
+                 names: list[str] | None = None) -> np.ndarray:
     from PIL import Image
 
     arrays = []
-    for blob in blobs:
-        img = Image.open(io.BytesIO(blob)).convert("RGB")
+    for i, blob in enumerate(blobs):
+        name = names[i] if names is not None else f"#{i}"
+        img = Image.fromarray(_rgb8(Image.open(io.BytesIO(blob)), background, f"image {name} in {where}"))
         if size is not None:
             img = img.resize((size, size), Image.BILINEAR)
         arrays.append(np.asarray(img, dtype=np.uint8))
@@ -126,6 +134,45 @@ def _load_images(blobs: list[bytes], size: int | None, where) -> np.ndarray:
     if len(shapes) > 1:
         raise ValueError(f"images in {where} have different sizes {sorted(shapes)[:3]}; pass size=... to resize")
     return np.stack(arrays)
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _rgb8(img, background: Background, what: str) -> np.ndarray:
+    """uint8 (H, W, 3) of a PIL image: 16-bit grey scaled to 8 bits (PIL's own RGB conversion clips it to white),
+    translucent pixels composited on ``background`` (refused without one: the screen behind them is unknown)."""
+    if img.mode in _SIXTEEN_BIT or (img.mode == "I" and img.format == "PNG"):
+        grey = np.asarray(img).astype(np.int64)
+        grey = (np.clip(grey, 0, 65535) * 255 + 32767) // 65535  # 0 -> 0, 65535 -> 255, rounded
+        return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode in ("I", "F"):
+        raise ValueError(f"{what} holds {'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels, whose "
+                         "range to map onto 0-255 is unknown; save it as an 8-bit (or 16-bit PNG) image")
+    if img.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in img.info:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.float64)
+    alpha = rgba[..., 3:] / 255.0
+    if (alpha == 1).all():
+        return rgba[..., :3].astype(np.uint8)
+    if background is None:
+        raise ValueError(
+            f"{what} has {(alpha < 1).sum()} translucent pixels (alpha < 255), and the images carry no record of "
+            "the screen they were shown on: pass background=(r, g, b) (0-255; e.g. (128, 128, 128) for a mid-grey "
+            "screen; `background: [128, 128, 128]` in a benchmark YAML) to composite them on it, or flatten them")
+    flat = rgba[..., :3] * alpha + np.asarray(background, dtype=np.float64) * (1 - alpha)
+    return np.round(flat).astype(np.uint8)
+
+
+def check_background(background) -> Background:
+    """``background`` as an (r, g, b) tuple of ints in 0-255 (None stays None), else a ValueError."""
+    if background is None:
+        return None
+    values = list(background) if isinstance(background, (list, tuple, np.ndarray)) else [background]
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in values):
+        raise ValueError(f"background must be three integers in 0-255 (r, g, b), e.g. (128, 128, 128); got "
+                         f"{background!r}")
+    return tuple(int(v) for v in values)
 
 
 def load_stimuli(name: str) -> StimulusSet:

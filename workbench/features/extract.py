@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from workbench.features.preprocess import Preprocess
+from workbench.models.hooks import register_layer_hooks
 from workbench.utils import atomic_save_npz, get_device, sha256_bytes
 
 
@@ -79,7 +80,7 @@ def resolve_layers(model: nn.Module, layers: Iterable[str] | None) -> list[str]:
     if layers is None:
         return list(valid)
     layers = [layers] if isinstance(layers, str) else list(layers)
-    named = dict(model.named_modules())
+    named = dict(model.named_modules(remove_duplicate=False))  # an alias is a valid name of its module
     unknown = [l for l in layers if l not in named]
     if unknown:
         raise KeyError(f"unknown layer(s) {unknown} for {type(model).__name__}; valid layer names: {valid}")
@@ -179,12 +180,12 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
 
     from workbench.logs import progress_disabled
 
-    named = dict(model.named_modules())
     was_training = model.training
     model.eval()
     model.to(device)
     captured: dict[str, torch.Tensor] = {}
-    hooks = [named[l].register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(l, o)) for l in layers]
+    hooks = register_layer_hooks(model, {l: lambda m, i, o, l=l: captured.__setitem__(l, o) for l in layers},
+                                 "extraction")
     chunks: dict[str, list[np.ndarray]] = {l: [] for l in layers}
     shapes: dict[str, tuple[int, ...]] = {}
     try:

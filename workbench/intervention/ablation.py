@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.models.hooks import layer_hooks
+
 __all__ = [
     "ablate_units", "ablate_connections", "connection_mask", "get_layer", "weight_module", "layer_mean_activation",
     "resolve_units", "AblationHandle",
@@ -132,7 +134,7 @@ def layer_mean_activation(model: nn.Module, layer: str, reference: torch.Tensor 
     Runs in eval mode (batch-norm running statistics must not move) and restores every module's mode after.
     Returns a tensor of the layer's unit shape (float64 accumulation, cast to float32).
     """
-    module = get_layer(model, layer)
+    get_layer(model, layer)
     total: list[torch.Tensor] = []
     count = [0]
 
@@ -148,13 +150,12 @@ def layer_mean_activation(model: nn.Module, layer: str, reference: torch.Tensor 
 
     modes = {m: m.training for m in model.modules()}
     device = _model_device(model)
-    handle = module.register_forward_hook(capture)
     try:
-        model.eval()
-        for batch in _reference_batches(reference):
-            model(batch.to(device))
+        with layer_hooks(model, {layer: capture}, "mean ablation reference"):
+            model.eval()
+            for batch in _reference_batches(reference):
+                model(batch.to(device))
     finally:
-        handle.remove()
         for m, mode in modes.items():
             m.training = mode
     if count[0] == 0:
@@ -248,7 +249,7 @@ def ablate_units(model: nn.Module, layer: str, units: Any, mode: str = "zero", r
     """
     if mode not in ("zero", "mean"):
         raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}")
-    module = get_layer(model, layer)
+    get_layer(model, layer)
     sel_layer = getattr(units, "layer", None) if hasattr(units, "n_units") else None
     if sel_layer is not None and sel_layer != layer:
         raise ValueError(f"the selection was made for layer {sel_layer!r} but is applied to layer {layer!r}")
@@ -278,11 +279,8 @@ def ablate_units(model: nn.Module, layer: str, units: Any, mode: str = "zero", r
     def hook(_module, _inputs, output):
         return handle.apply(output)
 
-    hook_handle = module.register_forward_hook(hook)
-    try:
+    with layer_hooks(model, {layer: hook}, "ablation"):
         yield handle
-    finally:
-        hook_handle.remove()
 
 
 def _shape_from_units(units: Any) -> tuple[int, ...] | None:

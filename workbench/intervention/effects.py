@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.models.hooks import layer_hooks
+
 __all__ = [
     "predict_labels", "layer_outputs", "per_class_accuracy", "class_deficits", "relative_response_change",
     "category_response_change", "stratified_bootstrap_indices", "percentile_ci",
@@ -53,19 +55,19 @@ def layer_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence[str],
 
     device = _device_of(model)
     captured: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-    handles = []
+    hooks = {}
     for layer in layers:
+        get_layer(model, layer)  # a KeyError naming the valid layers
         def hook(_m, _i, out, layer=layer):
             captured[layer].append(out.detach().reshape(out.shape[0], -1).float().cpu().numpy())
-        handles.append(get_layer(model, layer).register_forward_hook(hook))
+        hooks[layer] = hook
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
-        for start in range(0, images.shape[0], batch_size):
-            model(images[start:start + batch_size].to(device))
+        with layer_hooks(model, hooks, "lesion effects"):
+            for start in range(0, images.shape[0], batch_size):
+                model(images[start:start + batch_size].to(device))
     finally:
-        for h in handles:
-            h.remove()
         for m, mode in modes.items():
             m.training = mode
     return {layer: np.concatenate(chunks) for layer, chunks in captured.items()}

@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 from torch import fx, nn
 
+from workbench.models.hooks import layer_hooks
+
 __all__ = ["LayerReplay", "layer_replay"]
 
 
@@ -87,17 +89,16 @@ def layer_replay(model: nn.Module, layer: str, check_input: torch.Tensor, leaves
     except Exception:  # tracing is best effort: any failure means "run the full model"
         return None
     captured = {}
-    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.__setitem__("h", o))
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), layer_hooks(model, {layer: lambda m, i, o: captured.__setitem__("h", o)}, "replay"):
             full = model(check_input)
+        with torch.no_grad():
             again = replay(captured["h"])
     except Exception:
         return None
     finally:
-        handle.remove()
         for m, mode in modes.items():
             m.training = mode
     if not isinstance(full, torch.Tensor) or full.shape != again.shape:

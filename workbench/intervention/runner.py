@@ -26,6 +26,7 @@ from workbench.intervention.ablation import AblationHandle, ablate_units
 from workbench.intervention.effects import layer_outputs, predict_labels
 from workbench.intervention.replay import LayerReplay, layer_replay
 from workbench.intervention.selection import Selection
+from workbench.models.hooks import repeated_call_error
 
 __all__ = ["Probe", "LesionRunner", "Lesioned"]
 
@@ -90,17 +91,20 @@ class Lesioned:
     def _replay(self, cached: torch.Tensor, capture: str | None) -> tuple[np.ndarray, np.ndarray | None]:
         run = self.runner
         labels, responses = [], []
-        grabbed: dict[str, torch.Tensor] = {}
+        grabbed: list[torch.Tensor] = []
         hook = None
         if capture is not None and capture != run.layer:
             hook = run.model.get_submodule(capture).register_forward_hook(
-                lambda _m, _i, out: grabbed.__setitem__("out", out.detach()))
+                lambda _m, _i, out: grabbed.append(out.detach()))
         try:
             for start in range(0, cached.shape[0], run.batch_size):
                 h = self.handle.apply(cached[start:start + run.batch_size].to(run.device))
+                grabbed.clear()
                 labels.append(run.replay(h).argmax(1).cpu())
+                if hook is not None and len(grabbed) != 1:  # a module run twice: which output is ambiguous
+                    raise repeated_call_error(run.model, capture, len(grabbed), "lesion response capture")
                 if capture is not None:
-                    r = h if capture == run.layer else grabbed["out"]
+                    r = h if capture == run.layer else grabbed[0]
                     responses.append(r.reshape(r.shape[0], -1).float().cpu().numpy())
         finally:
             if hook is not None:

@@ -11,6 +11,7 @@ from torch import nn
 
 from workbench.config import parse, to_dict
 from workbench.models.config import OptimizerConfig
+from workbench.models.hooks import register_layer_hooks
 from workbench.models.sheet import CorticalSheet
 from workbench.training.losses import parse_topography
 
@@ -38,9 +39,9 @@ class TopographicModule(L.LightningModule):
             self.objectives = [o for o in self.objectives if o.weight > 0]
         self.topo_losses = nn.ModuleList([o.loss for o in self.objectives])  # moves buffers with the module
         self._captured: dict[str, torch.Tensor] = {}
-        self._hooks = []
-        for layer in sorted({o.layer for o in self.objectives if o.loss.needs_activations}):
-            self._hooks.append(self.model.get_submodule(layer).register_forward_hook(self._capture(layer)))
+        layers = sorted({o.layer for o in self.objectives if o.loss.needs_activations})
+        self._hooks = register_layer_hooks(self.model, {layer: self._capture(layer) for layer in layers},
+                                           "topographic loss")
         self.save_hyperparameters({"model_cfg": model_cfg, "optimizer": self.optimizer_cfg})
 
     def _capture(self, layer: str):

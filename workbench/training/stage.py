@@ -52,7 +52,35 @@ def trainer_kwargs(cfg: dict) -> dict[str, Any]:
         kwargs["accelerator"] = "cpu"
     elif cfg.get("device") == "cuda":
         kwargs["accelerator"] = "gpu"
+    if kwargs.get("deterministic") is None and _trains_on_cpu(kwargs):
+        kwargs["deterministic"] = True  # a rerun on CPU reproduces the weights bit for bit (configs/trainer/cpu.yaml)
     return kwargs
+
+
+def _trains_on_cpu(kwargs: dict[str, Any]) -> bool:
+    accelerator = kwargs.get("accelerator", "auto")
+    if accelerator == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return accelerator == "cpu"
+
+
+@contextlib.contextmanager
+def _deterministic_kernels(deterministic: Any):
+    """Training with ``deterministic`` set: oneDNN (CPU convolutions) picks deterministic algorithms too; Lightning's
+    flag covers torch's own kernels (``torch.use_deterministic_algorithms``, which Lightning sets for the whole
+    process). Both settings come back on exit, so the stages after training run as they would have."""
+    import torch
+
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.mkldnn.deterministic)
+    torch.backends.mkldnn.deterministic = bool(deterministic) or previous[2]
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.mkldnn.deterministic = previous[2]
 
 
 class _History:
@@ -98,13 +126,15 @@ def _fit_and_test(ctx, module, datamodule) -> tuple[Any, _History, dict, dict[st
     # last.ckpt holds every finished epoch's row
     checkpoint_cb = ModelCheckpoint(dirpath=ctx.run.checkpoints, filename="lightning-{epoch:02d}", save_last=True,
                                     save_top_k=1, save_on_train_epoch_end=True)
-    trainer = L.Trainer(**trainer_kwargs(dict(ctx.cfg)), logger=build_logger(ctx.cfg.get("logger"), ctx.run),
-                        callbacks=[checkpoint_cb, history.callback], default_root_dir=str(ctx.run.path))
+    kwargs = trainer_kwargs(dict(ctx.cfg))
     resume = ctx.run.training_resume_path
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-    fit_seconds = time.perf_counter() - start
-    test = trainer.test(module, datamodule=datamodule, verbose=False)
+    with _deterministic_kernels(kwargs.get("deterministic")):
+        trainer = L.Trainer(**kwargs, logger=build_logger(ctx.cfg.get("logger"), ctx.run),
+                            callbacks=[checkpoint_cb, history.callback], default_root_dir=str(ctx.run.path))
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        fit_seconds = time.perf_counter() - start
+        test = trainer.test(module, datamodule=datamodule, verbose=False)
     timings = {"fit_seconds": round(fit_seconds, 2), "wall_seconds": round(time.perf_counter() - start, 2)}
     return trainer, history, (test[0] if test else {}), timings
 

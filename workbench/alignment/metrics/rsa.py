@@ -47,7 +47,8 @@ class RSAMetric(AlignmentMetric):
         s = self.settings
         acts = ctx.run.load_activations(s.stimulus_set)
         ids = [str(i) for i in acts.stimulus_ids]
-        rdms = np.stack([compute_rdm(acts[layer], s.metric, device=ctx.device) for layer in layers])
+        rdms = np.stack([compute_rdm(acts[layer], s.metric, device=ctx.device, name=f"layer {layer!r}")
+                         for layer in layers])
         model_rdms = xr.DataArray(rdms, dims=("layer", "stimulus", "stimulus_b"),
                                   coords={"layer": layers, "stimulus": ids, "stimulus_b": ids})
         section: dict[str, Any] = {"metric": s.metric, "stimulus_set": s.stimulus_set, "rdm_set": s.rdm_set}
