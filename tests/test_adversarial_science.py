@@ -361,7 +361,7 @@ def _train_once(tmp_path, name: str, flags: list) -> tuple[dict, dict]:
     L.seed_everything(0, workers=True, verbose=False)
     module = TopographicModule(build_model(model_cfg), model_cfg)
     initial = {k: v.clone() for k, v in module.model.state_dict().items()}
-    _fit_and_test(ctx, module)
+    _fit_and_test(ctx, module, ctx.datamodule())
     return initial, {k: v.clone() for k, v in module.model.state_dict().items()}
 
 
