@@ -116,7 +116,8 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
                         preprocess: Preprocess | dict | None = None, batch_size: int = 64,
                         device: str | torch.device | None = None, projection_dim: int | None = None,
                         projection_seed: int = 0, cache_dir: str | Path | None = None,
-                        progress: bool | Callable[[Iterable, str, int], Iterable] = True) -> Activations:
+                        progress: bool | Callable[[Iterable, str, int], Iterable] = True,
+                        store: str | Path | None = None) -> Activations:
     """Activations of ``layers`` for every image of ``stimuli`` (a StimulusSet).
 
     Memory stays bounded for many stimuli: with ``projection_dim=k`` each layer wider than k units is multiplied,
@@ -124,6 +125,10 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
     With ``cache_dir``, each layer's result is stored under a key of (weights, images, ids, layer, preprocessing,
     projection) and reused on a rerun. ``progress``: a tqdm bar over the batches, or a function
     ``(iterable, description, total) -> iterable`` that wraps them (a stage passes ``ctx.progress``).
+
+    With ``store=<folder>``, every batch is written straight to an on-disk store (``workbench.features.store``) and
+    the result reads from it lazily: peak memory is one batch, whatever the number of stimuli. A store made with the
+    same key (weights, images, ids, layers, preprocessing, projection) is reused as it is.
     """
     if not isinstance(preprocess, Preprocess):
         preprocess = Preprocess.from_config(preprocess)
@@ -133,6 +138,9 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
         raise ValueError(f"projection_dim must be a positive number of dimensions or None, got {projection_dim}")
     layers = resolve_layers(model, layers)
     projection = _Projection(projection_dim, projection_seed)
+    if store is not None:
+        return _extract_to_store(model, stimuli, layers, preprocess, batch_size, get_device(device), projection,
+                                 progress, Path(store))
     paths: dict[str, Path] = {}
     done: dict[str, Activations] = {}
     if cache_dir is not None:
@@ -155,6 +163,18 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
                        {layer: done[layer].projection[layer] for layer in layers})
 
 
+def _extract_to_store(model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess, batch_size: int,
+                      device: torch.device, projection: "_Projection", progress, folder: Path) -> Activations:
+    from workbench.features.store import is_store, open_store, read_meta
+
+    key = sha256_bytes(*(_cache_key(weights_hash(model), stimuli, layer, preprocess, projection.dim, projection.seed)
+                         for layer in layers))[:32]
+    if is_store(folder) and read_meta(folder).get("key") == key:  # made from these weights, images and settings
+        return open_store(folder)
+    return _forward(model, stimuli, layers, preprocess, batch_size, device, projection, progress,
+                    sink=_OnDisk(folder, stimuli, layers, key))
+
+
 class _Projection:
     """Per layer: the random projection to ``dim`` dimensions when the layer is wider, else none."""
 
@@ -172,9 +192,47 @@ class _Projection:
         return flat if matrix is None else flat @ matrix
 
 
+class _InMemory:
+    """Batches kept in RAM and joined at the end (the default: small and medium stimulus sets)."""
+
+    def __init__(self, layers: list[str]):
+        self.chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+
+    def write(self, layer: str, start: int, rows: np.ndarray) -> None:
+        self.chunks[layer].append(rows)
+
+    def close(self, stimuli, unit_shapes: dict, projection: dict) -> Activations:
+        arrays = {layer: np.concatenate(chunks) for layer, chunks in self.chunks.items()}
+        return Activations(arrays, stimuli.stimulus_ids, unit_shapes, projection)
+
+    def abort(self) -> None:
+        self.chunks.clear()
+
+
+class _OnDisk:
+    """Batches written straight into an activation store (``workbench.features.store``): memory stays flat."""
+
+    def __init__(self, folder: Path, stimuli, layers: list[str], key: str | None = None):
+        from workbench.features.store import StoreWriter
+
+        self.writer = StoreWriter(folder, stimuli.stimulus_ids, layers, key)
+
+    def write(self, layer: str, start: int, rows: np.ndarray) -> None:
+        self.writer.write(layer, start, rows)
+
+    def close(self, stimuli, unit_shapes: dict, projection: dict) -> Activations:
+        from workbench.features.store import open_store
+
+        return open_store(self.writer.close(unit_shapes, projection))
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
 def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess, batch_size: int,
-             device: torch.device, projection: _Projection, progress) -> Activations:
-    """One pass over the stimuli in batches, the outputs of ``layers`` captured by forward hooks."""
+             device: torch.device, projection: _Projection, progress, sink=None) -> Activations:
+    """One pass over the stimuli in batches, the outputs of ``layers`` captured by forward hooks and handed, batch
+    by batch, to ``sink`` (in memory by default, or an on-disk store)."""
     from tqdm.auto import tqdm
 
     from workbench.logs import progress_disabled
@@ -183,9 +241,9 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
     was_training = model.training
     model.eval()
     model.to(device)
+    sink = sink if sink is not None else _InMemory(layers)
     captured: dict[str, torch.Tensor] = {}
     hooks = [named[l].register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(l, o)) for l in layers]
-    chunks: dict[str, list[np.ndarray]] = {l: [] for l in layers}
     shapes: dict[str, tuple[int, ...]] = {}
     try:
         batches = range(0, len(stimuli), batch_size)
@@ -202,16 +260,16 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
                     raise TypeError(f"layer {l!r} returned {type(out).__name__}, not a tensor; pick a module "
                                     f"whose output is a single tensor")
                 shapes.setdefault(l, tuple(out.shape[1:]))
-                flat = projection(l, out.reshape(out.shape[0], -1).float())
-                chunks[l].append(flat.cpu().numpy().astype(np.float32))
+                rows = projection(l, out.reshape(out.shape[0], -1).float()).cpu().numpy().astype(np.float32)
+                if not np.isfinite(rows).all():
+                    raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations (stimuli from "
+                                             f"{start}): check the model weights and the preprocessing")
+                sink.write(l, start, rows)
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    arrays = {l: np.concatenate(chunks[l]) for l in layers}
-    for l, array in arrays.items():
-        if not np.isfinite(array).all():
-            raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations: check the model "
-                                     f"weights and the preprocessing")
-    return Activations(arrays, stimuli.stimulus_ids, shapes, {l: projection.info[l] for l in layers})
-
+    return sink.close(stimuli, shapes, {l: projection.info[l] for l in layers})
