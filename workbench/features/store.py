@@ -1,9 +1,9 @@
 """Activations written to disk batch by batch, so that extraction's memory does not grow with the stimuli.
 
 A store is a folder: ``meta.json`` (stimulus ids, layers, unit shapes, projections, and which file holds each
-layer) and one ``layer_<k>.npy`` per layer, float32, (n_stimuli, n_features). Extraction opens each file as a
-memory map and writes every batch into its rows; reading opens the same files as read-only memory maps, so a
-layer's rows come off disk only when used.
+layer) and one ``layer_<k>.npy`` per layer, float32, (n_stimuli, n_features). Extraction writes every batch into
+its rows of each file; reading opens the files as read-only memory maps, so a layer's rows come off disk only when
+used.
 
 Why ``.npy`` memory maps rather than zarr: numpy reads and writes them with no extra dependency, a memory map is an
 ``np.ndarray`` every alignment function already accepts (no copy, no API to learn), and rows are contiguous, which
@@ -46,31 +46,45 @@ class StoreWriter:
         self.partial.mkdir(parents=True)
         self.stimulus_ids = np.asarray(stimulus_ids).astype(str)
         self.files = {layer: f"layer_{k:03d}.npy" for k, layer in enumerate(layers)}
-        self.arrays: dict[str, np.memmap] = {}
+        self.handles: dict[str, tuple] = {}  # layer -> (open file, data offset, width)
 
     def write(self, layer: str, start: int, rows: np.ndarray) -> None:
-        if layer not in self.arrays:  # the width is known at the first batch
-            self.arrays[layer] = np.lib.format.open_memmap(
-                self.partial / self.files[layer], mode="w+", dtype=np.float32,
-                shape=(len(self.stimulus_ids), rows.shape[1]))
-        self.arrays[layer][start:start + len(rows)] = rows
+        # plain writes at the rows' offset, not through a memory map: pages written through a map count as this
+        # process's resident memory until the OS evicts them, so a mapped writer's RSS grows with the stimuli
+        if layer not in self.handles:  # the width is known at the first batch: write the .npy header, size the file
+            handle = open(self.partial / self.files[layer], "w+b")
+            shape = (len(self.stimulus_ids), rows.shape[1])
+            np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            offset = handle.tell()
+            handle.truncate(offset + shape[0] * shape[1] * 4)
+            self.handles[layer] = (handle, offset, rows.shape[1])
+        handle, offset, width = self.handles[layer]
+        if rows.shape[1] != width:
+            raise ValueError(f"layer {layer!r}: a batch of width {rows.shape[1]}, earlier batches {width}")
+        handle.seek(offset + start * width * 4)
+        handle.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
 
     def close(self, unit_shapes: dict, projection: dict) -> Path:
-        missing = [layer for layer in self.files if layer not in self.arrays]
+        missing = [layer for layer in self.files if layer not in self.handles]
         if missing:
             raise RuntimeError(f"the store {self.folder} received no rows for layers {missing}")
-        for array in self.arrays.values():
-            array.flush()
-        self.arrays.clear()
-        meta = {"key": self.key, "stimulus_ids": self.stimulus_ids.tolist(), "layers": list(self.files), "files": self.files,
-                "unit_shapes": {k: list(v) for k, v in unit_shapes.items()}, "projection": projection}
+        for handle, _, _ in self.handles.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        self.handles.clear()
+        meta = {"key": self.key, "stimulus_ids": self.stimulus_ids.tolist(), "layers": list(self.files),
+                "files": self.files, "unit_shapes": {k: list(v) for k, v in unit_shapes.items()},
+                "projection": projection}
         atomic_write_text(self.partial / META, json.dumps(meta))
         shutil.rmtree(self.folder, ignore_errors=True)
         os.replace(self.partial, self.folder)
         return self.folder
 
     def abort(self) -> None:
-        self.arrays.clear()
+        for handle, _, _ in self.handles.values():
+            handle.close()
+        self.handles.clear()
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
