@@ -96,3 +96,46 @@ def test_the_extract_stage_streams_and_alignment_reads_the_store(tiny_run, tiny_
         assert is_store(run.activations_store_path(name)) and not run.activations_path(name).exists()
     for key in ("best_hIT_score", "best_ridge_cowley_v4_210325_median_r"):
         assert again["align"]["summary"][key] == pytest.approx(metrics["align"]["summary"][key], abs=1e-6), key
+
+
+def _image_folder(tmp_path, n=12):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"im{i:02d}.png")
+    return folder
+
+
+def test_a_lazy_set_decodes_only_what_is_used_and_extracts_the_same(small, tmp_path):
+    from workbench.data.lazy import LazyImages
+
+    model, _ = small
+    folder = _image_folder(tmp_path)
+    eager = StimulusSet.from_folder(folder)
+    lazy = StimulusSet.from_folder(folder, lazy=True)
+    assert isinstance(lazy.images, LazyImages) and lazy.images.shape == eager.images.shape
+    np.testing.assert_array_equal(lazy.images[3:5], eager.images[3:5])
+    assert lazy.content_hash() != eager.content_hash()  # the files' bytes, not the pixels, are hashed
+    half = lazy.subset(slice(0, 6))
+    assert isinstance(half.images, LazyImages) and len(half) == 6
+    expected = extract_activations(model, eager, ["fc"], batch_size=5, progress=False)
+    for workers in (0, 2):
+        got = extract_activations(model, lazy, ["fc"], batch_size=5, progress=False, num_workers=workers,
+                                  store=tmp_path / f"s{workers}")
+        np.testing.assert_allclose(got["fc"], expected["fc"], atol=1e-6)
+
+
+def test_lazy_images_from_a_zip(tmp_path):
+    import zipfile
+
+    from workbench.data.lazy import LazyImages
+
+    folder = _image_folder(tmp_path, n=4)
+    with zipfile.ZipFile(tmp_path / "set.zip", "w") as z:
+        for path in sorted(folder.iterdir()):
+            z.write(path, f"imgs/{path.name}")
+    images = LazyImages.from_zip(tmp_path / "set.zip", size=16)
+    assert images.shape == (4, 16, 16, 3) and images[1:3].shape == (2, 16, 16, 3)

@@ -34,7 +34,7 @@ class StimulusSet:
 
     name: str
     metadata: pd.DataFrame
-    images: np.ndarray  # uint8, (n, H, W, 3)
+    images: np.ndarray  # uint8, (n, H, W, 3), or LazyImages (decoded when indexed: sets too large for RAM)
     citation: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -45,7 +45,9 @@ class StimulusSet:
         if ids.duplicated().any():
             dup = ids[ids.duplicated()].tolist()[:5]
             raise ValueError(f"stimulus set {self.name!r}: stimulus ids must be unique; repeated: {dup}")
-        images = np.asarray(self.images)
+        from workbench.data.lazy import LazyImages
+
+        images = self.images if isinstance(self.images, LazyImages) else np.asarray(self.images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"stimulus set {self.name!r}: images must be uint8 (n, H, W, 3), got "
                              f"{images.dtype} {images.shape}")
@@ -59,6 +61,16 @@ class StimulusSet:
     def stimulus_ids(self) -> np.ndarray:
         return self.metadata["stimulus_id"].to_numpy()
 
+    def content_hash(self) -> str:
+        """sha256 of the images (of the encoded files for a lazy set: nothing is decoded)."""
+        from workbench.utils import sha256_bytes
+
+        from workbench.data.lazy import LazyImages
+
+        if isinstance(self.images, LazyImages):
+            return self.images.content_hash()
+        return sha256_bytes(np.ascontiguousarray(self.images).tobytes())
+
     def __repr__(self) -> str:  # the dataclass default would print every pixel
         n, h, w, _ = self.images.shape
         columns = [c for c in self.metadata.columns if c != "stimulus_id"]
@@ -71,7 +83,10 @@ class StimulusSet:
     def subset(self, index) -> "StimulusSet":
         """A new set of the rows ``index`` selects (positions, a boolean mask, or a slice)."""
         index = np.arange(len(self))[index]
-        return StimulusSet(self.name, self.metadata.iloc[index].reset_index(drop=True), self.images[index],
+        from workbench.data.lazy import LazyImages
+
+        images = self.images.take(index) if isinstance(self.images, LazyImages) else self.images[index]
+        return StimulusSet(self.name, self.metadata.iloc[index].reset_index(drop=True), images,
                            self.citation, dict(self.extra))
 
     def select_ids(self, stimulus_ids) -> "StimulusSet":
@@ -85,10 +100,11 @@ class StimulusSet:
 
     @classmethod
     def from_folder(cls, folder: str | Path, name: str | None = None, metadata: pd.DataFrame | None = None,
-                    size: int | None = None) -> "StimulusSet":
+                    size: int | None = None, lazy: bool = False) -> "StimulusSet":
         """Images of a folder (stimulus_id = file stem). With ``metadata``, its stimulus ids must match the files.
 
-        Images of different sizes need ``size`` (they are resized to size x size).
+        Images of different sizes need ``size`` (they are resized to size x size). ``lazy``: keep the file paths
+        and decode each batch when it is used (``workbench.data.lazy``), for sets too large for memory.
         """
         folder = Path(folder)
         if not folder.is_dir():
@@ -109,7 +125,12 @@ class StimulusSet:
                     f"images without an id {extra[:5]} (stimulus_id must equal the image file name without "
                     f"its extension)")
             metadata = metadata.assign(stimulus_id=ids)
-        images = _load_images([by_id[s].read_bytes() for s in metadata["stimulus_id"]], size, folder)
+        if lazy:
+            from workbench.data.lazy import LazyImages
+
+            images = LazyImages([by_id[s] for s in metadata["stimulus_id"]], size)
+        else:
+            images = _load_images([by_id[s].read_bytes() for s in metadata["stimulus_id"]], size, folder)
         return cls(name or folder.name, metadata, images)
 
 

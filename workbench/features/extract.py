@@ -105,7 +105,8 @@ def random_projection(n_units: int, k: int, seed: int, device, dtype=torch.float
 
 
 def _cache_key(model_hash: str, stimuli, layer: str, preprocess: Preprocess, projection_dim, seed) -> str:
-    image_hash = sha256_bytes(np.ascontiguousarray(stimuli.images).tobytes())
+    image_hash = stimuli.content_hash() if hasattr(stimuli, "content_hash") else \
+        sha256_bytes(np.ascontiguousarray(stimuli.images).tobytes())
     ids = "\n".join(map(str, stimuli.stimulus_ids))
     return sha256_bytes(model_hash, image_hash, ids, layer, json.dumps(preprocess.to_dict(), sort_keys=True),
                         str(projection_dim), str(seed))[:32]
@@ -117,7 +118,7 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
                         device: str | torch.device | None = None, projection_dim: int | None = None,
                         projection_seed: int = 0, cache_dir: str | Path | None = None,
                         progress: bool | Callable[[Iterable, str, int], Iterable] = True,
-                        store: str | Path | None = None) -> Activations:
+                        store: str | Path | None = None, num_workers: int = 0) -> Activations:
     """Activations of ``layers`` for every image of ``stimuli`` (a StimulusSet).
 
     Memory stays bounded for many stimuli: with ``projection_dim=k`` each layer wider than k units is multiplied,
@@ -128,7 +129,8 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
 
     With ``store=<folder>``, every batch is written straight to an on-disk store (``workbench.features.store``) and
     the result reads from it lazily: peak memory is one batch, whatever the number of stimuli. A store made with the
-    same key (weights, images, ids, layers, preprocessing, projection) is reused as it is.
+    same key (weights, images, ids, layers, preprocessing, projection) is reused as it is. ``num_workers``: DataLoader
+    worker processes that decode the batches of a lazy stimulus set (``StimulusSet.from_folder(..., lazy=True)``).
     """
     if not isinstance(preprocess, Preprocess):
         preprocess = Preprocess.from_config(preprocess)
@@ -140,7 +142,7 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
     projection = _Projection(projection_dim, projection_seed)
     if store is not None:
         return _extract_to_store(model, stimuli, layers, preprocess, batch_size, get_device(device), projection,
-                                 progress, Path(store))
+                                 progress, Path(store), num_workers)
     paths: dict[str, Path] = {}
     done: dict[str, Activations] = {}
     if cache_dir is not None:
@@ -152,7 +154,8 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
                 done[layer] = Activations.load(paths[layer])
     todo = [layer for layer in layers if layer not in done]
     if todo:
-        fresh = _forward(model, stimuli, todo, preprocess, batch_size, get_device(device), projection, progress)
+        fresh = _forward(model, stimuli, todo, preprocess, batch_size, get_device(device), projection, progress,
+                         num_workers=num_workers)
         for layer in todo:
             done[layer] = Activations({layer: fresh[layer]}, stimuli.stimulus_ids, {layer: fresh.unit_shapes[layer]},
                                       {layer: fresh.projection[layer]})
@@ -164,7 +167,8 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
 
 
 def _extract_to_store(model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess, batch_size: int,
-                      device: torch.device, projection: "_Projection", progress, folder: Path) -> Activations:
+                      device: torch.device, projection: "_Projection", progress, folder: Path,
+                      num_workers: int = 0) -> Activations:
     from workbench.features.store import is_store, open_store, read_meta
 
     key = sha256_bytes(*(_cache_key(weights_hash(model), stimuli, layer, preprocess, projection.dim, projection.seed)
@@ -172,7 +176,7 @@ def _extract_to_store(model: nn.Module, stimuli, layers: list[str], preprocess: 
     if is_store(folder) and read_meta(folder).get("key") == key:  # made from these weights, images and settings
         return open_store(folder)
     return _forward(model, stimuli, layers, preprocess, batch_size, device, projection, progress,
-                    sink=_OnDisk(folder, stimuli, layers, key))
+                    sink=_OnDisk(folder, stimuli, layers, key), num_workers=num_workers)
 
 
 class _Projection:
@@ -230,7 +234,8 @@ class _OnDisk:
 
 
 def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess, batch_size: int,
-             device: torch.device, projection: _Projection, progress, sink=None) -> Activations:
+             device: torch.device, projection: _Projection, progress, sink=None,
+             num_workers: int = 0) -> Activations:
     """One pass over the stimuli in batches, the outputs of ``layers`` captured by forward hooks and handed, batch
     by batch, to ``sink`` (in memory by default, or an on-disk store)."""
     from tqdm.auto import tqdm
@@ -246,12 +251,16 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
     hooks = [named[l].register_forward_hook(lambda m, i, o, l=l: captured.__setitem__(l, o)) for l in layers]
     shapes: dict[str, tuple[int, ...]] = {}
     try:
-        batches = range(0, len(stimuli), batch_size)
+        from workbench.data.lazy import batches
+
+        n_batches = -(-len(stimuli) // batch_size)
         name = getattr(stimuli, "name", "")
-        bar = (progress(batches, name, len(batches)) if callable(progress) else
-               tqdm(batches, desc=f"extract {name}", unit="batch", disable=progress_disabled(progress), leave=False))
-        for start in bar:
-            x = preprocess(stimuli.images[start:start + batch_size], device=device)
+        loader = batches(stimuli.images, batch_size, num_workers)  # lazy sets: decoded by DataLoader workers
+        bar = (progress(loader, name, n_batches) if callable(progress) else
+               tqdm(loader, desc=f"extract {name}", unit="batch", total=n_batches,
+                    disable=progress_disabled(progress), leave=False))
+        for start, images in bar:
+            x = preprocess(images, device=device)
             captured.clear()
             model(x)
             for l in layers:
