@@ -152,17 +152,45 @@ class RunDir:
         """Per-layer pieces of an extraction in progress (a rerun after a crash reuses them)."""
         return self.subdir("cache/activations/keyed")
 
+    def activations_store_path(self, stimulus_set: str) -> Path:
+        """cache/activations/<stimulus set>.store/: activations streamed to disk (``workbench.features.store``)."""
+        return self.cache / "activations" / f"{stimulus_set}.store"
+
     def activation_sets(self) -> list[str]:
+        from workbench.features.store import is_store
+
         folder = self.path / "cache" / "activations"
-        return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        stores = [p.name.removesuffix(".store") for p in folder.glob("*.store") if is_store(p)]
+        return sorted({p.stem for p in folder.glob("*.npz")} | set(stores))
 
     def save_activations(self, stimulus_set: str, activations) -> Path:
+        import shutil
+
+        shutil.rmtree(self.activations_store_path(stimulus_set), ignore_errors=True)  # an earlier streamed extraction
         return self.record_artefact(activations.save(self.activations_path(stimulus_set)))
 
-    def load_activations(self, stimulus_set: str):
-        """The activations the extract stage wrote for ``stimulus_set`` in this run."""
-        from workbench.features.extract import Activations
+    def record_store(self, stimulus_set: str) -> Path:
+        """Record the hashes of a store's files (the extract stage wrote it batch by batch)."""
+        from workbench.features.store import store_files
 
+        folder = self.activations_store_path(stimulus_set)
+        for path in store_files(folder):
+            self.record_artefact(path)
+        self.activations_path(stimulus_set).unlink(missing_ok=True)  # a store replaces an in-memory extraction
+        return folder
+
+    def load_activations(self, stimulus_set: str):
+        """The activations the extract stage wrote for ``stimulus_set`` in this run (a store reads lazily)."""
+        from workbench.features.extract import Activations
+        from workbench.features.store import is_store, open_store, store_files
+
+        store = self.activations_store_path(stimulus_set)
+        if is_store(store):
+            for path in store_files(store):
+                self.verify_artefact(path)
+            return self._readable(store / "meta.json", lambda: open_store(store))
         path = self.activations_path(stimulus_set)
         if not path.exists():
             raise FileNotFoundError(
@@ -256,7 +284,11 @@ class RunDir:
         return next((stage for prefix, stage in _WRITERS.items() if relative.startswith(prefix + "/")), None)
 
     def discard_artefact(self, path: Path) -> None:
-        """Delete an artefact that failed its check, and its record."""
+        """Delete an artefact that failed its check (a store's file: the whole store), and its record."""
+        import shutil
+
+        if Path(path).parent.name.endswith(".store"):
+            shutil.rmtree(Path(path).parent, ignore_errors=True)
         Path(path).unlink(missing_ok=True)
         record = self._artefacts()
         if record.pop(self._relative(path), None) is not None:

@@ -142,6 +142,10 @@ def compute_rdm(features: Any, metric: str = "correlation", noise_precision: Any
     """
     if metric not in RDM_METRICS:
         raise ValueError(f"unknown RDM metric {metric!r}; choose one of {', '.join(RDM_METRICS)}")
+    if isinstance(features, np.memmap) and metric != "crossnobis":  # on disk (an activation store): block by block
+        from workbench.alignment.blocked import compute_rdm_blocked
+
+        return compute_rdm_blocked(features, metric, device=device, name=name)
     from workbench.utils import get_device
 
     x = torch.as_tensor(_to_numpy(features), dtype=DTYPE, device=get_device(device) if device is not None else None)

@@ -35,7 +35,7 @@ class StimulusSet:
 
     name: str
     metadata: pd.DataFrame
-    images: np.ndarray  # uint8, (n, H, W, 3)
+    images: np.ndarray  # uint8, (n, H, W, 3), or LazyImages (decoded when indexed: sets too large for RAM)
     citation: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -46,7 +46,9 @@ class StimulusSet:
         if ids.duplicated().any():
             dup = ids[ids.duplicated()].tolist()[:5]
             raise ValueError(f"stimulus set {self.name!r}: stimulus ids must be unique; repeated: {dup}")
-        images = np.asarray(self.images)
+        from workbench.data.lazy import LazyImages
+
+        images = self.images if isinstance(self.images, LazyImages) else np.asarray(self.images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"stimulus set {self.name!r}: images must be uint8 (n, H, W, 3), got "
                              f"{images.dtype} {images.shape}")
@@ -60,6 +62,16 @@ class StimulusSet:
     def stimulus_ids(self) -> np.ndarray:
         return self.metadata["stimulus_id"].to_numpy()
 
+    def content_hash(self) -> str:
+        """sha256 of the images (of the encoded files for a lazy set: nothing is decoded)."""
+        from workbench.utils import sha256_bytes
+
+        from workbench.data.lazy import LazyImages
+
+        if isinstance(self.images, LazyImages):
+            return self.images.content_hash()
+        return sha256_bytes(np.ascontiguousarray(self.images).tobytes())
+
     def __repr__(self) -> str:  # the dataclass default would print every pixel
         n, h, w, _ = self.images.shape
         columns = [c for c in self.metadata.columns if c != "stimulus_id"]
@@ -72,7 +84,10 @@ class StimulusSet:
     def subset(self, index) -> "StimulusSet":
         """A new set of the rows ``index`` selects (positions, a boolean mask, or a slice)."""
         index = np.arange(len(self))[index]
-        return StimulusSet(self.name, self.metadata.iloc[index].reset_index(drop=True), self.images[index],
+        from workbench.data.lazy import LazyImages
+
+        images = self.images.take(index) if isinstance(self.images, LazyImages) else self.images[index]
+        return StimulusSet(self.name, self.metadata.iloc[index].reset_index(drop=True), images,
                            self.citation, dict(self.extra))
 
     def select_ids(self, stimulus_ids) -> "StimulusSet":
@@ -86,12 +101,14 @@ class StimulusSet:
 
     @classmethod
     def from_folder(cls, folder: str | Path, name: str | None = None, metadata: pd.DataFrame | None = None,
-                    size: int | None = None, background: Background = None) -> "StimulusSet":
+                    size: int | None = None, background: Background = None, lazy: bool = False) -> "StimulusSet":
         """Images of a folder (stimulus_id = file stem). With ``metadata``, its stimulus ids must match the files.
 
         Images of different sizes need ``size`` (they are resized to size x size). 16-bit grey images are scaled to
         8 bits. Images with translucent pixels need ``background`` (r, g, b in 0-255), the screen they were shown
         on, to be composited on; without it they are refused (a fully opaque alpha channel is simply dropped).
+        ``lazy``: keep the file paths and decode each batch when it is used (``workbench.data.lazy``), for sets too
+        large for memory.
         """
         background = check_background(background)
         folder = Path(folder)
@@ -114,8 +131,13 @@ class StimulusSet:
                     f"its extension)")
             metadata = metadata.assign(stimulus_id=ids)
         ids = list(metadata["stimulus_id"])
-        images = _load_images([by_id[s].read_bytes() for s in ids], size, folder, background,
-                              [by_id[s].name for s in ids])
+        if lazy:
+            from workbench.data.lazy import LazyImages
+
+            images = LazyImages([by_id[s] for s in ids], size, background=background)
+        else:
+            images = _load_images([by_id[s].read_bytes() for s in ids], size, folder, background,
+                                  [by_id[s].name for s in ids])
         return cls(name or folder.name, metadata, images, extra={"background": background} if background else {})
 
 
@@ -123,17 +145,22 @@ def _load_images(blobs: list[bytes], size: int | None, where, background: Backgr
                  names: list[str] | None = None) -> np.ndarray:
     from PIL import Image
 
-    arrays = []
-    for i, blob in enumerate(blobs):
-        name = names[i] if names is not None else f"#{i}"
-        img = Image.fromarray(_rgb8(Image.open(io.BytesIO(blob)), background, f"image {name} in {where}"))
-        if size is not None:
-            img = img.resize((size, size), Image.BILINEAR)
-        arrays.append(np.asarray(img, dtype=np.uint8))
+    arrays = [decode_image(blob, size, background, f"image {names[i] if names is not None else f'#{i}'} in {where}")
+              for i, blob in enumerate(blobs)]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"images in {where} have different sizes {sorted(shapes)[:3]}; pass size=... to resize")
     return np.stack(arrays)
+
+
+def decode_image(blob: bytes, size: int | None, background: Background, what: str) -> np.ndarray:
+    """One encoded image as uint8 (H, W, 3) (see ``_rgb8``), resized to size x size when ``size`` is given."""
+    from PIL import Image
+
+    img = Image.fromarray(_rgb8(Image.open(io.BytesIO(blob)), background, what))
+    if size is not None:
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
 
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")

@@ -21,6 +21,10 @@ class ExtractConfig:
     batch_size: int = bounded(64, min=1)
     # e.g. 4096: a fixed random Gaussian projection of wider layers (bounded memory); null = full layers
     projection_dim: int | None = bounded(None, min=1)
+    # sets of more stimuli than this stream each batch to an on-disk store (cache/activations/<set>.store/, read
+    # back lazily as memory maps): RAM stays flat in the number of stimuli. 0 = always; null = never (in memory)
+    store_above: int | None = bounded(20000, min=0)
+    num_workers: int = bounded(0, min=0)            # DataLoader workers decoding a lazy (file-backed) stimulus set
 
     def __post_init__(self):
         sets = self.stimulus_sets or []

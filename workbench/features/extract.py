@@ -106,7 +106,8 @@ def random_projection(n_units: int, k: int, seed: int, device, dtype=torch.float
 
 
 def _cache_key(model_hash: str, stimuli, layer: str, preprocess: Preprocess, projection_dim, seed) -> str:
-    image_hash = sha256_bytes(np.ascontiguousarray(stimuli.images).tobytes())
+    image_hash = stimuli.content_hash() if hasattr(stimuli, "content_hash") else \
+        sha256_bytes(np.ascontiguousarray(stimuli.images).tobytes())
     ids = "\n".join(map(str, stimuli.stimulus_ids))
     return sha256_bytes(model_hash, image_hash, ids, layer, json.dumps(preprocess.to_dict(), sort_keys=True),
                         str(projection_dim), str(seed))[:32]
@@ -117,7 +118,8 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
                         preprocess: Preprocess | dict | None = None, batch_size: int = 64,
                         device: str | torch.device | None = None, projection_dim: int | None = None,
                         projection_seed: int = 0, cache_dir: str | Path | None = None,
-                        progress: bool | Callable[[Iterable, str, int], Iterable] = True) -> Activations:
+                        progress: bool | Callable[[Iterable, str, int], Iterable] = True,
+                        store: str | Path | None = None, num_workers: int = 0) -> Activations:
     """Activations of ``layers`` for every image of ``stimuli`` (a StimulusSet).
 
     Memory stays bounded for many stimuli: with ``projection_dim=k`` each layer wider than k units is multiplied,
@@ -125,6 +127,11 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
     With ``cache_dir``, each layer's result is stored under a key of (weights, images, ids, layer, preprocessing,
     projection) and reused on a rerun. ``progress``: a tqdm bar over the batches, or a function
     ``(iterable, description, total) -> iterable`` that wraps them (a stage passes ``ctx.progress``).
+
+    With ``store=<folder>``, every batch is written straight to an on-disk store (``workbench.features.store``) and
+    the result reads from it lazily: peak memory is one batch, whatever the number of stimuli. A store made with the
+    same key (weights, images, ids, layers, preprocessing, projection) is reused as it is. ``num_workers``: DataLoader
+    worker processes that decode the batches of a lazy stimulus set (``StimulusSet.from_folder(..., lazy=True)``).
     """
     if not isinstance(preprocess, Preprocess):
         preprocess = Preprocess.from_config(preprocess)
@@ -134,6 +141,9 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
         raise ValueError(f"projection_dim must be a positive number of dimensions or None, got {projection_dim}")
     layers = resolve_layers(model, layers)
     projection = _Projection(projection_dim, projection_seed)
+    if store is not None:
+        return _extract_to_store(model, stimuli, layers, preprocess, batch_size, get_device(device), projection,
+                                 progress, Path(store), num_workers)
     paths: dict[str, Path] = {}
     done: dict[str, Activations] = {}
     if cache_dir is not None:
@@ -145,7 +155,8 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
                 done[layer] = Activations.load(paths[layer])
     todo = [layer for layer in layers if layer not in done]
     if todo:
-        fresh = _forward(model, stimuli, todo, preprocess, batch_size, get_device(device), projection, progress)
+        fresh = _forward(model, stimuli, todo, preprocess, batch_size, get_device(device), projection, progress,
+                         num_workers=num_workers)
         for layer in todo:
             done[layer] = Activations({layer: fresh[layer]}, stimuli.stimulus_ids, {layer: fresh.unit_shapes[layer]},
                                       {layer: fresh.projection[layer]})
@@ -154,6 +165,19 @@ def extract_activations(model: nn.Module, stimuli, layers: Iterable[str] | None 
     return Activations({layer: done[layer][layer] for layer in layers}, stimuli.stimulus_ids,
                        {layer: done[layer].unit_shapes[layer] for layer in layers},
                        {layer: done[layer].projection[layer] for layer in layers})
+
+
+def _extract_to_store(model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess, batch_size: int,
+                      device: torch.device, projection: "_Projection", progress, folder: Path,
+                      num_workers: int = 0) -> Activations:
+    from workbench.features.store import is_store, open_store, read_meta
+
+    key = sha256_bytes(*(_cache_key(weights_hash(model), stimuli, layer, preprocess, projection.dim, projection.seed)
+                         for layer in layers))[:32]
+    if is_store(folder) and read_meta(folder).get("key") == key:  # made from these weights, images and settings
+        return open_store(folder)
+    return _forward(model, stimuli, layers, preprocess, batch_size, device, projection, progress,
+                    sink=_OnDisk(folder, stimuli, layers, key), num_workers=num_workers)
 
 
 class _Projection:
@@ -173,9 +197,48 @@ class _Projection:
         return flat if matrix is None else flat @ matrix
 
 
+class _InMemory:
+    """Batches kept in RAM and joined at the end (the default: small and medium stimulus sets)."""
+
+    def __init__(self, layers: list[str]):
+        self.chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+
+    def write(self, layer: str, start: int, rows: np.ndarray) -> None:
+        self.chunks[layer].append(rows)
+
+    def close(self, stimuli, unit_shapes: dict, projection: dict) -> Activations:
+        arrays = {layer: np.concatenate(chunks) for layer, chunks in self.chunks.items()}
+        return Activations(arrays, stimuli.stimulus_ids, unit_shapes, projection)
+
+    def abort(self) -> None:
+        self.chunks.clear()
+
+
+class _OnDisk:
+    """Batches written straight into an activation store (``workbench.features.store``): memory stays flat."""
+
+    def __init__(self, folder: Path, stimuli, layers: list[str], key: str | None = None):
+        from workbench.features.store import StoreWriter
+
+        self.writer = StoreWriter(folder, stimuli.stimulus_ids, layers, key)
+
+    def write(self, layer: str, start: int, rows: np.ndarray) -> None:
+        self.writer.write(layer, start, rows)
+
+    def close(self, stimuli, unit_shapes: dict, projection: dict) -> Activations:
+        from workbench.features.store import open_store
+
+        return open_store(self.writer.close(unit_shapes, projection))
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
 def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess, batch_size: int,
-             device: torch.device, projection: _Projection, progress) -> Activations:
-    """One pass over the stimuli in batches, the outputs of ``layers`` captured by forward hooks."""
+             device: torch.device, projection: _Projection, progress, sink=None,
+             num_workers: int = 0) -> Activations:
+    """One pass over the stimuli in batches, the outputs of ``layers`` captured by forward hooks and handed, batch
+    by batch, to ``sink`` (in memory by default, or an on-disk store)."""
     from tqdm.auto import tqdm
 
     from workbench.logs import progress_disabled
@@ -183,18 +246,22 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
     was_training = model.training
     model.eval()
     model.to(device)
+    sink = sink if sink is not None else _InMemory(layers)
     captured: dict[str, torch.Tensor] = {}
     hooks = register_layer_hooks(model, {l: lambda m, i, o, l=l: captured.__setitem__(l, o) for l in layers},
                                  "extraction")
-    chunks: dict[str, list[np.ndarray]] = {l: [] for l in layers}
     shapes: dict[str, tuple[int, ...]] = {}
     try:
-        batches = range(0, len(stimuli), batch_size)
+        from workbench.data.lazy import batches
+
+        n_batches = -(-len(stimuli) // batch_size)
         name = getattr(stimuli, "name", "")
-        bar = (progress(batches, name, len(batches)) if callable(progress) else
-               tqdm(batches, desc=f"extract {name}", unit="batch", disable=progress_disabled(progress), leave=False))
-        for start in bar:
-            x = preprocess(stimuli.images[start:start + batch_size], device=device)
+        loader = batches(stimuli.images, batch_size, num_workers)  # lazy sets: decoded by DataLoader workers
+        bar = (progress(loader, name, n_batches) if callable(progress) else
+               tqdm(loader, desc=f"extract {name}", unit="batch", total=n_batches,
+                    disable=progress_disabled(progress), leave=False))
+        for start, images in bar:
+            x = preprocess(images, device=device)
             captured.clear()
             model(x)
             for l in layers:
@@ -203,16 +270,16 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
                     raise TypeError(f"layer {l!r} returned {type(out).__name__}, not a tensor; pick a module "
                                     f"whose output is a single tensor")
                 shapes.setdefault(l, tuple(out.shape[1:]))
-                flat = projection(l, out.reshape(out.shape[0], -1).float())
-                chunks[l].append(flat.cpu().numpy().astype(np.float32))
+                rows = projection(l, out.reshape(out.shape[0], -1).float()).cpu().numpy().astype(np.float32)
+                if not np.isfinite(rows).all():
+                    raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations (stimuli from "
+                                             f"{start}): check the model weights and the preprocessing")
+                sink.write(l, start, rows)
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    arrays = {l: np.concatenate(chunks[l]) for l in layers}
-    for l, array in arrays.items():
-        if not np.isfinite(array).all():
-            raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations: check the model "
-                                     f"weights and the preprocessing")
-    return Activations(arrays, stimuli.stimulus_ids, shapes, {l: projection.info[l] for l in layers})
-
+    return sink.close(stimuli, shapes, {l: projection.info[l] for l in layers})

@@ -52,16 +52,23 @@ def extract_stage(ctx) -> dict:
     for name in names:
         stimuli = load_stimuli(name)
         start = time.perf_counter()
+        streamed = opts.store_above is not None and len(stimuli) > opts.store_above
         # per-layer pieces in the run's work folder: a rerun after a crash reuses the layers already extracted
         acts = extract_activations(model, stimuli, opts.layers, preprocess=ctx.preprocess,
                                    batch_size=opts.batch_size, device=ctx.device, projection_dim=opts.projection_dim,
-                                   projection_seed=ctx.seed, cache_dir=work_dir, progress=ctx.progress)
-        ctx.run.save_activations(name, acts)
+                                   projection_seed=ctx.seed, cache_dir=None if streamed else work_dir,
+                                   progress=ctx.progress, num_workers=opts.num_workers,
+                                   store=ctx.run.activations_store_path(name) if streamed else None)
+        if streamed:
+            ctx.run.record_store(name)
+        else:
+            ctx.run.save_activations(name, acts)
         for leftover in work_dir.glob("*.npz"):  # the per-layer pieces are now in the set's file
             leftover.unlink()
         ctx.cite(STIMULUS_SETS, name)
         section["stimulus_sets"][name] = {
             "n_stimuli": len(stimuli),
+            "storage": "on-disk store (memory-mapped .npy)" if streamed else "npz",
             "layers": {layer: {"unit_shape": list(acts.unit_shapes[layer]), "n_features": int(acts[layer].shape[1]),
                                "projection": acts.projection[layer]} for layer in acts},
             "seconds": round(time.perf_counter() - start, 2),
