@@ -174,3 +174,26 @@ def test_a_dead_unit_raises_instead_of_returning_an_image(unit, words):
     with pytest.raises(SynthesisError, match=words):
         synthesize(model, UnitTarget(layer="dead", channel=0), shape=(3, 16, 16), budget=1.0, steps=5,
                    progress=False)
+
+
+# -- the stage, from Python without Hydra ----------------------------------------------------------------------------
+def test_the_stage_saves_images_of_the_targets_that_work_and_reports_the_dead_one(data_root, tmp_path):
+    from workbench.context import StageContext
+    from workbench.run import RunDir
+    from workbench.synthesis.stage import synthesize_stage
+
+    cfg = {"seed": 0, "device": "cpu", "model": {"name": "small_cnn", "preprocess": {"image_size": 16}},
+           "synthesize": {"units": [{"layer": "conv", "channel": 0}, {"layer": "dead", "channel": 0}],
+                          "patches": None, "neural_sites": None, "steps": 4, "n_seeds": 2, "top_natural": 2}}
+    run = RunDir(tmp_path / "run")
+    ctx = StageContext.create(cfg, run, "synthesize", log=lambda _msg: None)
+    ctx.model = lambda: nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 2, 3), dead=_DeadRoot()))
+    section = synthesize_stage(ctx)
+    assert list(section["targets"]) == ["unit_conv_c0"] and "NaN" in section["errors"]["unit_dead_c0"]
+    assert run.synthesis_names() == ["unit_conv_c0"]  # no file, let alone a NaN image, for the dead unit
+    saved = run.load_synthesis("unit_conv_c0")
+    assert saved["images"].shape == (2, 3, 16, 16) and np.isfinite(saved["images"]).all()
+    drive = section["targets"]["unit_conv_c0"]["drive"]
+    assert drive["best_natural"] == max(saved["natural_values"]) and len(drive["top_natural"]) == 2
+    assert (run.figures / "synthesize_units.png").is_file()
+    assert section["headline"][0]["key"] == "synthesize.summary.fraction_above_best_natural"

@@ -99,23 +99,27 @@ def colour_sqrt(x: torch.Tensor | None) -> torch.Tensor:
 
 
 class PixelImage(nn.Module):
-    """One parameter per input value, initialised with small seeded noise around the budget's centre."""
+    """One parameter per input value: seeded noise around the budget's centre."""
 
-    def __init__(self, shape: tuple[int, int, int], seeds: list[int], budget: NormBudget, init_scale: float = 0.01):
+    def __init__(self, shape: tuple[int, int, int], seeds: list[int], budget: NormBudget):
         super().__init__()
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-        self.delta = nn.Parameter(noise * init_scale)
+        self.delta = nn.Parameter(torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
+                                               for s in seeds]))
         self.budget = budget
 
+    def offset(self) -> torch.Tensor:
+        """The image minus the budget's centre, before the projection (linear in the parameters)."""
+        return self.delta
+
     def forward(self) -> torch.Tensor:
-        return self.budget.project(self.budget.centre_like(self.delta) + self.delta)
+        return self.budget.project(self.budget.centre_like(self.delta) + self.offset())
 
 
 class FourierImage(nn.Module):
     """A seeded spectrum per image, scaled by 1 / max(frequency, 1 / size) ** ``decay`` and mixed through
     ``colour`` (3 x 3, see ``colour_sqrt``); the rendered image is projected onto the budget."""
 
-    def __init__(self, shape: tuple[int, int, int], seeds: list[int], budget: NormBudget, init_scale: float = 0.01,
+    def __init__(self, shape: tuple[int, int, int], seeds: list[int], budget: NormBudget,
                  colour: torch.Tensor | None = None, decay: float = 1.0):
         super().__init__()
         channels, height, width = shape
@@ -126,7 +130,7 @@ class FourierImage(nn.Module):
         spectrum_shape = (channels, height, width // 2 + 1, 2)
         noise = torch.stack([torch.randn(spectrum_shape, generator=torch.Generator().manual_seed(int(s)))
                              for s in seeds])
-        self.spectrum = nn.Parameter(noise * init_scale)
+        self.spectrum = nn.Parameter(noise)
         mix = colour if colour is not None else (colour_sqrt(None) if channels == 3 else torch.eye(channels))
         if mix.shape != (channels, channels):
             raise ValueError(f"colour must be ({channels}, {channels}) for {channels}-channel images, got "
@@ -135,19 +139,34 @@ class FourierImage(nn.Module):
         self.size = (height, width)
         self.budget = budget
 
-    def forward(self) -> torch.Tensor:
+    def offset(self) -> torch.Tensor:
+        """The image minus the budget's centre, before the projection (linear in the parameters)."""
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
         decorrelated = torch.fft.irfft2(spectrum, s=self.size, norm="ortho")
-        image = torch.einsum("ck,nkhw->nchw", self.colour, decorrelated)
+        return torch.einsum("ck,nkhw->nchw", self.colour, decorrelated)
+
+    def forward(self) -> torch.Tensor:
+        image = self.offset()
         return self.budget.project(self.budget.centre_like(image) + image)
 
 
 PARAMETRISATIONS = {"pixel": PixelImage, "fourier": FourierImage}
 
 
-def make_image(param: str, shape: tuple[int, int, int], seeds: list[int], budget: NormBudget, **options) -> nn.Module:
+def make_image(param: str, shape: tuple[int, int, int], seeds: list[int], budget: NormBudget,
+               init_scale: float = 0.5, **options) -> nn.Module:
+    """Parametrisation ``param`` with one image per seed, each starting at distance ``init_scale * radius`` from
+    the budget's centre: noise with the natural images' contrast scale, not a flat image (on a flat image every
+    ReLU unit of a layer can be off, and its gradient zero)."""
     if param not in PARAMETRISATIONS:
         raise ValueError(f"unknown image parametrisation {param!r}; use one of {sorted(PARAMETRISATIONS)}")
+    if not 0 < init_scale <= 1:
+        raise ValueError(f"init_scale is a fraction of the budget radius in (0, 1], got {init_scale}")
     if param == "pixel":  # the colour mix and spectral decay belong to the Fourier parametrisation
-        options = {k: v for k, v in options.items() if k == "init_scale"}
-    return PARAMETRISATIONS[param](tuple(shape), list(seeds), budget, **options)
+        options = {}
+    image = PARAMETRISATIONS[param](tuple(shape), list(seeds), budget, **options)
+    with torch.no_grad():
+        norms = image.offset().flatten(1).norm(dim=1).clamp_min(1e-12)
+        for p in image.parameters():  # the offset is linear in the parameters, one image per row
+            p.mul_((init_scale * budget.radius / norms).view(-1, *([1] * (p.ndim - 1))))
+    return image

@@ -41,7 +41,7 @@ class SynthesisSettings:
     transforms: Transforms = field(default_factory=Transforms)
     frequency_penalty: float = 0.0
     diversity: float = 0.0
-    init_scale: float = 0.01
+    init_scale: float = 0.5                # starting distance from the budget's centre / its radius
     decay: float = 1.0                     # Fourier: spectrum scale 1 / frequency ** decay
 
     def __post_init__(self):
