@@ -105,6 +105,9 @@ def synthesize(model: nn.Module, target: Any, *, shape: Sequence[int] = (3, 32, 
     return SynthesisResult(final.cpu(), values, seeds, history, budget, objective.describe(), settings)
 
 
+CHECK_EVERY = 16  # steps between health checks (each one waits for the device)
+
+
 def _optimise(image: nn.Module, objective: Objective, settings: SynthesisSettings, seeds: list[int],
               progress: bool, desc: str) -> np.ndarray:
     """Adam on the image's parameters; returns the mean objective per step. Raises SynthesisError on NaN/inf or on a
@@ -116,51 +119,65 @@ def _optimise(image: nn.Module, objective: Objective, settings: SynthesisSetting
     params = list(image.parameters())
     optimiser = torch.optim.Adam(params, lr=settings.lr)
     generators = [torch.Generator().manual_seed(10_000 + s) for s in seeds]
-    history = np.empty(int(settings.steps))
-    ever_moved = False
+    health = _Health(objective.label, params[0].device)
+    history = torch.empty(int(settings.steps), device=params[0].device)
     for step in tqdm(range(int(settings.steps)), desc=desc, leave=False, disable=progress_disabled(progress)):
         x = image()
         feats, values = objective(settings.transforms(x, generators))
-        if not torch.isfinite(values).all():
-            raise SynthesisError(f"{objective.label}: the objective is {values.detach().cpu().tolist()} at step "
-                                 f"{step} (NaN or inf); the model's output is not finite for these images")
-        drive = -values.mean() + settings.diversity * diversity_penalty(feats)
+        drive = -values.mean()
+        if settings.diversity > 0:
+            drive = drive + settings.diversity * diversity_penalty(feats)
         # gradients with respect to the image only: the model's own parameters are left untouched
-        grads = _image_gradients(drive, params, settings.frequency_penalty > 0, objective)
-        ever_moved |= _check_gradients(grads, objective, step)
+        grads = _image_gradients(drive, params, settings.frequency_penalty > 0)
+        health.update(values, grads)
         if settings.frequency_penalty > 0:
             smooth = torch.autograd.grad(settings.frequency_penalty * frequency_penalty(x).mean(), params)
             grads = [g + s for g, s in zip(grads, smooth)]
         for p, g in zip(params, grads):
             p.grad = g
         optimiser.step()
-        history[step] = float(values.detach().mean())
-    if not ever_moved:
-        raise SynthesisError(f"{objective.label}: the objective's gradient was zero at every one of {settings.steps} "
-                             "steps: the target does not depend on the image (a dead unit, e.g. a ReLU that is off "
-                             "for every input); pick another unit or layer")
-    return history
+        history[step] = values.detach().mean()
+        if (step + 1) % CHECK_EVERY == 0:
+            health.check(step)
+    health.check(int(settings.steps) - 1, final=True)
+    return history.double().cpu().numpy()
 
 
-def _image_gradients(drive: torch.Tensor, params: list[torch.Tensor], retain: bool, objective: Objective
-                     ) -> list[torch.Tensor]:
+class _Health:
+    """Flags kept on the device (no wait per step): were the values and gradients finite, did a gradient move."""
+
+    def __init__(self, label: str, device: torch.device):
+        self.label = label
+        self.values_finite = torch.ones((), dtype=torch.bool, device=device)
+        self.grads_finite = torch.ones((), dtype=torch.bool, device=device)
+        self.moved = torch.zeros((), dtype=torch.bool, device=device)
+
+    def update(self, values: torch.Tensor, grads: Sequence[torch.Tensor]) -> None:
+        self.values_finite &= torch.isfinite(values.detach()).all()
+        for g in grads:
+            self.grads_finite &= torch.isfinite(g).all()
+            self.moved |= (g != 0).any()
+
+    def check(self, step: int, final: bool = False) -> None:
+        if not bool(self.values_finite):
+            raise SynthesisError(f"{self.label}: the objective became NaN or inf by step {step}; the model's output "
+                                 "is not finite for these images; no image was made")
+        if not bool(self.grads_finite):
+            raise SynthesisError(f"{self.label}: NaN or inf gradient by step {step} although the objective is "
+                                 "finite (a unit whose derivative is undefined, e.g. sqrt at 0 or a dead unit "
+                                 "multiplied by an infinite slope); no image was made")
+        if final and not bool(self.moved):
+            raise SynthesisError(f"{self.label}: the objective's gradient was zero at every one of {step + 1} steps: "
+                                 "the target does not depend on the image (a dead unit, e.g. a ReLU that is off for "
+                                 "every input); pick another unit or layer")
+
+
+def _image_gradients(drive: torch.Tensor, params: list[torch.Tensor], retain: bool) -> list[torch.Tensor]:
     """d drive / d params; zeros where the objective does not reach the image at all (no graph: a constant)."""
     if not drive.requires_grad:
         return [torch.zeros_like(p) for p in params]
     grads = torch.autograd.grad(drive, params, retain_graph=retain, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-
-
-def _check_gradients(grads: Sequence[torch.Tensor], objective: Objective, step: int) -> bool:
-    """True when the objective moved the image this step; SynthesisError when a gradient is NaN or inf."""
-    moved = False
-    for g in grads:
-        if not torch.isfinite(g).all():
-            raise SynthesisError(f"{objective.label}: NaN or inf gradient at step {step} although the objective "
-                                 "is finite (a unit whose derivative is undefined, e.g. sqrt at 0 or a dead "
-                                 "unit multiplied by an infinite slope); no image was made")
-        moved |= bool(g.abs().max() > 0)
-    return moved
 
 
 def _check_finite(images: torch.Tensor, values: np.ndarray, objective: Objective) -> None:
