@@ -168,7 +168,13 @@ class _Dead(nn.Module):
         return torch.relu(x - 1e3)
 
 
-@pytest.mark.parametrize("unit, words", [(_DeadRoot(), "NaN or inf gradient"), (_Dead(), "zero at every")])
+class _NaNOut(nn.Module):
+    def forward(self, x):
+        return x * float("nan")
+
+
+@pytest.mark.parametrize("unit, words", [(_DeadRoot(), "NaN or inf gradient"), (_Dead(), "zero at every"),
+                                         (_NaNOut(), "objective became NaN")])
 def test_a_dead_unit_raises_instead_of_returning_an_image(unit, words):
     model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 2, 3), dead=unit))
     with pytest.raises(SynthesisError, match=words):

@@ -153,7 +153,8 @@ class _Health:
         self.moved = torch.zeros((), dtype=torch.bool, device=device)
 
     def update(self, values: torch.Tensor, grads: Sequence[torch.Tensor]) -> None:
-        self.values_finite &= torch.isfinite(values.detach()).all()
+        # NaN values after a NaN gradient are its consequence (the image became NaN): blame the gradient
+        self.values_finite &= torch.isfinite(values.detach()).all() | ~self.grads_finite
         for g in grads:
             self.grads_finite &= torch.isfinite(g).all()
             self.moved |= (g != 0).any()
