@@ -203,3 +203,19 @@ def test_the_stage_saves_images_of_the_targets_that_work_and_reports_the_dead_on
     assert drive["best_natural"] == max(saved["natural_values"]) and len(drive["top_natural"]) == 2
     assert (run.figures / "synthesize_units.png").is_file()
     assert section["headline"][0]["key"] == "synthesize.summary.fraction_above_best_natural"
+
+
+def test_an_objective_of_ones_own_is_one_class(monkeypatch):
+    """CONTRIBUTING.md, "Adding a synthesis objective": tests/plugins/recipe_objective.py."""
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugins"))
+    from recipe_objective import LayerEnergy
+
+    model = grating_unit(45.0)
+    objective = LayerEnergy(model, "gabor", torch.zeros(1, 3, 32, 32))
+    result = synthesize(model, objective, shape=(3, 32, 32), budget=4.0, steps=60, transforms=STILL,
+                        progress=False)
+    assert result.objective["label"] == "gabor energy"
+    error = abs((dominant_orientation(result.images[0]) - 45.0 + 90) % 180 - 90)
+    assert result.history[-1] > result.history[0] and error < 12
