@@ -145,7 +145,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     try:
-        import lucent  # noqa: F401
+        import lucent.optvis.render  # noqa: F401  (the peer; a clear message when it is missing)
     except ImportError as err:
         raise SystemExit(f"the peer is torch-lucent: pip install torch-lucent kornia decorator ipython ({err})")
     if args.device == "cpu" and torch.cuda.is_available():

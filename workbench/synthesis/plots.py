@@ -35,11 +35,11 @@ def synthesis_figure(rows: list[SynthesisRow], title: str):
         for j, image in enumerate(row.natural):
             _show(axes[i, len(row.synthetic) + j], image, f"{row.natural_ids[j]}\n{row.natural_values[j]:.3g}",
                   "0.3")
-        axes[i, 0].text(-0.08, 0.5, textwrap.fill(row.label, 24), transform=axes[i, 0].transAxes, rotation=90, ha="right",
-                        va="center", fontsize=6)
+        axes[i, 0].text(-0.08, 0.5, textwrap.fill(row.label, 24), transform=axes[i, 0].transAxes, rotation=90,
+                        ha="right", va="center", fontsize=6)
     fig.suptitle(textwrap.fill(title, 110), fontsize=8)
-    fig.subplots_adjust(left=0.4 / (1.6 * n_cols + 0.4) + 0.04, right=0.99, bottom=0.02, top=1 - 0.8 / fig.get_figheight(), wspace=0.1,
-                        hspace=0.55)
+    fig.subplots_adjust(left=0.4 / (1.6 * n_cols + 0.4) + 0.04, right=0.99, bottom=0.02,
+                        top=1 - 0.8 / fig.get_figheight(), wspace=0.1, hspace=0.55)
     return fig
 
 

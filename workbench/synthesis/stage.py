@@ -86,6 +86,7 @@ def synthesize_stage(ctx) -> dict:
     save_figures(ctx, rows)
     section["summary"] = summary(section)
     section["headline"] = headline(ctx, section)
+    section["captions"] = captions(section)
     ctx.cite_text(*CITATIONS)
     section["seconds_compute"] = round(time.perf_counter() - t_start, 2)
     return section
@@ -254,7 +255,8 @@ def run_job(ctx, model, job: SynthesisJob, seeds: list[int], settings: Synthesis
     ctx.run.save_synthesis(job.name, **result.arrays(), top_natural=comparison.top,
                            natural_values=comparison.natural, natural_ids=np.asarray(nat.stimulus_ids))
     show = lambda x: ctx.preprocess.invert(nat.budget.project(x.float())).permute(0, 2, 3, 1).numpy()  # noqa: E731
-    row = SynthesisRow(job.objective.label, show(result.images), comparison.synthetic, show(nat.x[comparison.top]),
+    label = job.objective.label + (f" ({job.details['category']})" if "category" in job.details else "")
+    row = SynthesisRow(label, show(result.images), comparison.synthetic, show(nat.x[comparison.top]),
                        comparison.natural[comparison.top], [nat.stimulus_ids[i] for i in comparison.top], held)
     return entry, row
 
@@ -286,6 +288,17 @@ def summary(section: dict) -> dict[str, Any]:
                                                                      for h in held]))
         out["held_out_median_gain_sd"] = float(np.median([h["gain_sd"] for h in held]))
     return out
+
+
+def captions(section: dict) -> dict[str, str]:
+    """Figure captions: what the numbers over the images are."""
+    budgets = ", ".join(f"{name}: L2 radius {b['radius']:.3g}" for name, b in section["budgets"].items())
+    common = (f"Red: synthesised images ({len(section['seeds'])} seeds) with their predicted drive; grey: the natural "
+              f"images that drive the target most, with theirs. All under the same norm budget ({budgets}).")
+    return {"synthesize_units": f"Units. {common}", "synthesize_patches": f"Cortical patches (mean activity of the "
+            f"units of a disk on the sheet). {common}",
+            "synthesize_neural_sites": f"V4 neural sites: the drive is the readout fitted on one half of the images "
+            f"(A), 'held-out' the readout fitted on the other half (B); the natural images are ranked by A. {common}"}
 
 
 def headline(ctx, section: dict) -> list[dict[str, Any]]:

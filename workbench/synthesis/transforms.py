@@ -1,8 +1,8 @@
 """Regularisers of synthesis: random robustness transforms, a frequency penalty and a diversity term.
 
 An image that drives a unit only at one exact position, angle and scale exploits the model's aliasing rather than
-showing what it prefers; optimising through random jitter, rotation and scaling (Mordvintsev et al. 2015, "Inceptionism";
-Olah et al. 2017) keeps what survives them. The frequency penalty (the power spectrum weighted by squared
+showing what it prefers; optimising through random jitter, rotation and scaling (Mordvintsev et al. 2015,
+"Inceptionism"; Olah et al. 2017) keeps what survives them. The frequency penalty (the power spectrum weighted by squared
 frequency, i.e. the mean squared spatial gradient) pushes towards the smooth images a blur would give. The diversity
 term (Olah et al. 2017) pushes the images of several seeds apart in the target layer.
 """
