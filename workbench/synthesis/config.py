@@ -33,6 +33,8 @@ class NeuralControlConfig:
     layer: str | None = None                 # null = the align stage's best ridge layer for dataset, else conv4
     n_neuroids: int = bounded(3, min=1)      # the most predictable neuroids (held-out r of the split readouts)
     contrast: bool = True                    # also drive the most predictable neuroid against all the others
+    second_run: str | None = None            # a finished run whose model also scores the images (its own readout B)
+    second_layer: str | None = None          # that model's layer for its readout; null = the same name as layer
 
     def __post_init__(self) -> None:
         if self.benchmark is not None:

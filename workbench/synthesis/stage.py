@@ -57,6 +57,7 @@ class SynthesisJob:
     objective: Objective
     natural: NaturalSet
     held_out: Objective | None = None       # the readout fitted on the other half (neural sites)
+    second: Objective | None = None         # a second model's readout fitted on that half (neural_sites.second_run)
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -208,11 +209,41 @@ def neural_site_jobs(ctx, model, seed: int, section: dict) -> list[SynthesisJob]
                       neuroid_id=ids[neuroid], source=f"split readout {half} of {sites.dataset}")
         return TargetObjective(model, target, example)
 
+    second = second_model_objectives(ctx, sites, layer, responses.values, seed, natural) if sites.second_run else None
     pairs = [(i, False) for i in best] + ([(best[0], True)] if sites.contrast and len(ids) > 1 else [])
     return [SynthesisJob(safe_name(f"{'contrast' if contrast else 'site'}_{ids[i]}"), "neural_site",
                          objective(readouts[0], i, contrast, "A"), natural, objective(readouts[1], i, contrast, "B"),
+                         second(i, contrast) if second else None,
                          details={"neuroid_id": ids[i], "held_out_r": float(predictability[i])})
             for i, contrast in pairs]
+
+
+def second_model_objectives(ctx, sites, layer: str, responses: np.ndarray, seed: int, natural: NaturalSet):
+    """``(neuroid, contrast) -> Objective``: the trained model of ``sites.second_run`` read out by a ridge readout
+    fitted on the same held-out half (B) of the images. Its input must be the run's model's (same preprocessing)."""
+    from workbench.data import load_stimuli
+    from workbench.features import extract_activations
+    from workbench.features.preprocess import Preprocess
+    from workbench.run import RunDir
+
+    other = RunDir(sites.second_run, create=False)
+    preprocess = Preprocess.from_config((other.config().get("model") or {}).get("preprocess"))
+    if preprocess != ctx.preprocess:
+        raise ConfigError(f"synthesize.neural_sites.second_run: its model takes {preprocess}, this run's "
+                          f"{ctx.preprocess}; the same images must be valid inputs of both models")
+    model = other.load_model().to(ctx.device).eval()
+    second_layer = sites.second_layer or layer
+    acts = extract_activations(model, load_stimuli(sites.dataset), [second_layer], preprocess=preprocess,
+                               device=ctx.device, progress=False)
+    readout = fit_split_readouts(acts[second_layer], responses, seed=seed, device=ctx.device)[1]
+    example = natural.x[:1].to(ctx.device)
+
+    def make(neuroid: int, contrast: bool) -> TargetObjective:
+        kind = SiteContrastTarget if contrast else _site
+        return TargetObjective(model, kind(layer=second_layer, coef=readout["coef"], intercept=readout["intercept"],
+                                           neuroid=neuroid, source=f"{sites.second_run}, split readout B"), example)
+
+    return make
 
 
 def _site(**kwargs):
@@ -252,6 +283,8 @@ def run_job(ctx, model, job: SynthesisJob, seeds: list[int], settings: Synthesis
         held_out = compare_with_natural(job.held_out, result.images, nat.x, nat.budget, top_k)
         entry["held_out"] = held_out.summary()
         held = held_out.synthetic
+    if job.second is not None:
+        entry["second_model"] = compare_with_natural(job.second, result.images, nat.x, nat.budget, top_k).summary()
     ctx.run.save_synthesis(job.name, **result.arrays(), top_natural=comparison.top,
                            natural_values=comparison.natural, natural_ids=np.asarray(nat.stimulus_ids))
     show = lambda x: ctx.preprocess.invert(nat.budget.project(x.float())).permute(0, 2, 3, 1).numpy()  # noqa: E731
@@ -287,6 +320,10 @@ def summary(section: dict) -> dict[str, Any]:
         out["held_out_fraction_above_best_natural"] = float(np.mean([h["fraction_above_best_natural"]
                                                                      for h in held]))
         out["held_out_median_gain_sd"] = float(np.median([h["gain_sd"] for h in held]))
+    second = [e["second_model"] for e in entries if "second_model" in e]
+    if second:
+        out["second_model_fraction_above_best_natural"] = float(np.mean([h["fraction_above_best_natural"]
+                                                                         for h in second]))
     return out
 
 
