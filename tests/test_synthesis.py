@@ -20,6 +20,15 @@ STILL = Transforms(jitter=0, rotate=0, scale=(1.0, 1.0))
 SHAPE = (3, 16, 16)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Images of 16-32 px: one intra-op thread is several times faster than two (no hand-off per small kernel)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def linear_model(w: torch.Tensor) -> nn.Module:
     """x -> w . flatten(x): the model output is one linear readout of the pixels."""
     model = nn.Sequential(OrderedDict(flat=nn.Flatten(), readout=nn.Linear(w.numel(), 1, bias=False)))
@@ -31,13 +40,13 @@ def linear_model(w: torch.Tensor) -> nn.Module:
 @pytest.mark.parametrize("param", ["pixel", "fourier"])
 def test_a_linear_readout_under_an_l2_budget_gives_the_direction_of_its_weights(param):
     w = torch.randn(int(np.prod(SHAPE)), generator=torch.Generator().manual_seed(1))
-    result = synthesize(linear_model(w), 0, shape=SHAPE, budget=2.0, seeds=[0, 1], steps=150, param=param,
+    result = synthesize(linear_model(w), 0, shape=SHAPE, budget=2.0, seeds=[0, 1], steps=120, param=param,
                         transforms=STILL, progress=False)
     x = result.images.flatten(1)
     cosine = torch.nn.functional.cosine_similarity(x, w[None].expand_as(x))
     assert (cosine > 0.99).all(), cosine
     assert torch.allclose(x.norm(dim=1), torch.full((2,), 2.0), atol=1e-4)  # on the budget's surface
-    np.testing.assert_allclose(result.values, 2.0 * float(w.norm()), rtol=1e-3)
+    np.testing.assert_allclose(result.values, 2.0 * float(w.norm()), rtol=5e-3)  # = r |w| cos
 
 
 def grating_unit(theta_deg: float, size: int = 9, wavelength: float = 8.0) -> nn.Module:
@@ -71,7 +80,7 @@ def dominant_orientation(image: torch.Tensor) -> float:
 @pytest.mark.parametrize("theta", [60.0, 150.0])
 def test_a_unit_tuned_to_one_grating_orientation_gets_an_image_of_that_orientation(theta):
     result = synthesize(grating_unit(theta), UnitTarget(layer="energy", channel=0), shape=(3, 32, 32), budget=4.0,
-                        seeds=[0], steps=120, param="fourier", transforms=Transforms(jitter=1, rotate=3),
+                        seeds=[0], steps=60, param="fourier", transforms=Transforms(jitter=1, rotate=3),
                         progress=False)
     error = abs((dominant_orientation(result.images[0]) - theta + 90) % 180 - 90)
     assert error < 12, (dominant_orientation(result.images[0]), theta)
