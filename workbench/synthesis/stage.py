@@ -61,6 +61,10 @@ class SynthesisJob:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+SETTING_KEYS = ("param", "steps", "lr", "n_seeds", "diversity", "frequency_penalty", "jitter", "rotate", "scale",
+                "budget_quantile")
+
+
 def synthesize_stage(ctx) -> dict:
     t_start = time.perf_counter()
     cfg = ctx.config
@@ -71,7 +75,7 @@ def synthesize_stage(ctx) -> dict:
                                  frequency_penalty=cfg.frequency_penalty,
                                  transforms=Transforms(cfg.jitter, cfg.rotate, tuple(cfg.scale)))
     section: dict[str, Any] = {"device": str(ctx.device), "seeds": [seed + i for i in range(cfg.n_seeds)],
-                               "settings": {"param": cfg.param, "steps": cfg.steps, "lr": cfg.lr},
+                               "settings": {k: getattr(cfg, k) for k in SETTING_KEYS},
                                "skipped": {}, "errors": {}, "targets": {}, "budgets": {}}
     jobs = build_jobs(ctx, model, seed, section)
     rows: dict[str, list] = {}

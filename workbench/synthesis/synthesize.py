@@ -83,6 +83,8 @@ def synthesize(model: nn.Module, target: Any, *, shape: Sequence[int] = (3, 32, 
 
     ``settings`` (or its fields as keyword ``options``): parametrisation, steps, learning rate, transforms,
     frequency and diversity penalties. ``colour``: the Fourier parametrisation's colour mix (``colour_sqrt(stimuli)``).
+    The model is moved to ``device`` (default: where its parameters are) and put in eval mode; its parameters get
+    no gradients.
     """
     settings = SynthesisSettings(**options) if settings is None else replace(settings, **options)
     budget = budget if isinstance(budget, NormBudget) else NormBudget(budget)
