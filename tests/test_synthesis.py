@@ -49,6 +49,18 @@ def test_a_linear_readout_under_an_l2_budget_gives_the_direction_of_its_weights(
     np.testing.assert_allclose(result.values, 2.0 * float(w.norm()), rtol=5e-3)  # = r |w| cos
 
 
+def test_the_frequency_penalty_trades_drive_for_smoothness():
+    from workbench.synthesis import frequency_penalty
+
+    w = torch.randn(int(np.prod(SHAPE)), generator=torch.Generator().manual_seed(5))  # white: rough optimum
+    model = linear_model(w)
+    rough, smooth = (synthesize(model, 0, shape=SHAPE, budget=2.0, steps=60, param="pixel", transforms=STILL,
+                                frequency_penalty=weight, progress=False) for weight in (0.0, 2.0))
+    assert float(frequency_penalty(torch.ones(1, *SHAPE))) == 0.0
+    assert float(frequency_penalty(smooth.images)) < 0.5 * float(frequency_penalty(rough.images))
+    assert smooth.values[0] < rough.values[0]
+
+
 def grating_unit(theta_deg: float, size: int = 9, wavelength: float = 8.0) -> nn.Module:
     """Grey level -> a Gabor filter at ``theta_deg`` -> squared (phase-invariant energy after the channel mean)."""
     yy, xx = torch.meshgrid(torch.arange(size) - size // 2, torch.arange(size) - size // 2, indexing="ij")

@@ -58,11 +58,12 @@ class Transforms:
 
 
 def frequency_penalty(x: torch.Tensor) -> torch.Tensor:
-    """Per image: sum over frequencies of |f|^2 |X(f)|^2 / (H W), as the mean squared difference of neighbouring
-    pixels (Parseval); 0 for a flat image."""
+    """Per image: the squared norm of its spatial gradient, the sum of squared differences of neighbouring values
+    (by Parseval, the power spectrum weighted by 4 sin^2(pi f) per axis: high frequencies cost most); 0 for a flat
+    image. In the units of the squared L2 budget."""
     dy = x[..., 1:, :] - x[..., :-1, :]
     dx = x[..., :, 1:] - x[..., :, :-1]
-    return dy.pow(2).flatten(1).mean(1) + dx.pow(2).flatten(1).mean(1)
+    return dy.pow(2).flatten(1).sum(1) + dx.pow(2).flatten(1).sum(1)
 
 
 def diversity_penalty(features: torch.Tensor) -> torch.Tensor:
