@@ -27,6 +27,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # make mutation: mutation testing of the numerical core with mutmut ([tool.mutmut] in pyproject.toml), then

@@ -54,7 +54,7 @@ def _schema_stages():
             (ROOT / "configs" / STAGES.get(name).key / "default.yaml").exists()]
 
 
-@pytest.mark.parametrize("stage", ["extract", "topography", "align", "attribute", "intervene", "report"])
+@pytest.mark.parametrize("stage", ["extract", "topography", "align", "attribute", "intervene", "synthesize", "report"])
 def test_every_builtin_stage_has_a_schema_and_a_default_yaml(stage):
     assert stage in _schema_stages()
 

@@ -156,6 +156,8 @@ STUDY_OVERRIDES = {
     "inductive_bias": ["model=mlp", "seed=0", "extract.stimulus_sets=[kriegeskorte92]", "align.metrics=[rsa]",
                        "align.settings.rsa.targets=[mIT]"],
     "lesion_study": ["intervene.lesion_sizes=[0.2]", "intervene.main_size=0.2", "intervene.n_random=1"],
+    "neural_control": ["synthesize.neural_sites.n_neuroids=1", "synthesize.patches.categories=[face]",
+                       "synthesize.steps=8"],
     "score_model": ["model.preprocess.image_size=64", "extract.layers=[features.5,features.12]",
                     "align.benchmarks=[hit_rsa,v4_ridge_210325]"],
 }
@@ -202,3 +204,6 @@ def test_study_runs_as_its_row_says(study, trained_run, tmp_path):
     assert set(metrics) == set(stages) and (run / "report.html").exists()
     if study == "lesion_study":
         assert metrics["train"]["from_run"] == str(trained_run.resolve()) and "intervene" in metrics
+    if study == "neural_control":
+        assert metrics["train"]["from_run"] == str(trained_run.resolve())
+        assert metrics["synthesize"]["targets"] and (run / "figures" / "synthesize_neural_sites.png").exists()

@@ -231,6 +231,21 @@ class RunDir:
         """cache/intervention/lesions.npz: the units of every lesion and the selectivity maps (the intervene stage)."""
         return self._npz_artefact("intervention/lesions.npz")
 
+    def synthesis_path(self, name: str) -> Path:
+        """cache/synthesis/<name>.npz: one target's synthesised images, their values and the natural rivals (the
+        synthesize stage)."""
+        return self._npz_artefact(f"synthesis/{name}.npz")
+
+    def save_synthesis(self, name: str, **arrays) -> Path:
+        return self.save_arrays(self.synthesis_path(name), **arrays)
+
+    def synthesis_names(self) -> list[str]:
+        folder = self.path / "cache" / "synthesis"
+        return sorted(p.stem for p in folder.glob("*.npz")) if folder.is_dir() else []
+
+    def load_synthesis(self, name: str) -> dict:
+        return self.load_arrays(self.synthesis_path(name))
+
     def save_arrays(self, path: Path, **arrays) -> Path:
         from workbench.utils import atomic_save_npz
 

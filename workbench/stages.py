@@ -56,11 +56,12 @@ STAGES: Registry[StageSpec] = Registry("stage")
 
 def _builtin(name: str, order: float, title: str, lede: str, config_key: str | None = None) -> None:
     package = {"train": "training", "topography": "training", "extract": "features", "align": "alignment",
-               "attribute": "attribution", "intervene": "intervention", "report": "report"}[name]
+               "attribute": "attribution", "intervene": "intervention", "synthesize": "synthesis",
+               "report": "report"}[name]
     # train has no section of its own: it reads data, model, trainer and logger (Hydra `_target_` specs)
     schema = {"train": None, "topography": "TopographyConfig", "extract": "ExtractConfig",
               "align": "AlignConfig", "attribute": "AttributeConfig", "intervene": "InterveneConfig",
-              "report": "ReportConfig"}[name]
+              "synthesize": "SynthesizeConfig", "report": "ReportConfig"}[name]
     module = f"workbench.{package}.stage"
     # schemas live in small config modules: validating a config imports no torch-heavy library (captum, shap)
     config = f"workbench.{package}.config:{schema}" if schema else None
@@ -83,6 +84,9 @@ _builtin("attribute", 50, "Attribution",
 _builtin("intervene", 60, "Intervention",
          "Lesions of units and connections: their effect on the task and on brain alignment, summarised by the "
          "interventional-alignment score.")
+_builtin("synthesize", 70, "Synthesis and neural control",
+         "Images that drive units, category patches and the fitted models of the most predictable V4 neurons, under "
+         "the norm budget of natural images, next to the natural images that drive them most.")
 _builtin("report", 1000, "Report", "")
 
 

@@ -391,7 +391,8 @@ class TargetForward(nn.Module):
             raise repeated_call_error(self.model, self.target.layer, n, "attribution target")
         return self._captured.pop()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The named layer's output (the model output for a class target), checked against the bound unit shape."""
         feats = self._features(x)
         if tuple(feats.shape[1:]) != self.unit_shape:
             where = f"layer {self.target.layer!r}" if self.target.layer is not None else "the model output"
@@ -400,7 +401,14 @@ class TargetForward(nn.Module):
                 f"{self.unit_shape}: the model changed after it was first used for attribution; call "
                 "workbench.attribution.safety.clear_model_cache() to forget what was learnt about it"
             )
-        out = (feats.flatten(1) @ self.weight + self.bias).unsqueeze(1)
+        return feats
+
+    def reduce(self, feats: torch.Tensor) -> torch.Tensor:
+        """Layer output (N, *unit_shape) -> target values (N,): the fixed linear reduction."""
+        return feats.flatten(1) @ self.weight + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.reduce(self.features(x)).unsqueeze(1)
         if self.recorded is not None:
             self.recorded.append(out.detach())
         return out
