@@ -55,7 +55,7 @@ class ArtefactError(RuntimeError):
 ARTEFACTS_FILE = "artefacts.json"  # relative path -> {"sha256", "stage"} of every artefact a stage wrote
 # the stage that writes each kind of artefact (for runs made before artefacts.json recorded it)
 _WRITERS = {"checkpoints": "train", "cache/activations": "extract", "cache/readouts": "align",
-            "cache/topography": "topography", "cache/intervention": "intervene"}
+            "cache/topography": "topography", "cache/intervention": "intervene", "cache/synthesis": "synthesize"}
 _HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: a process hashes a file once
 
 
