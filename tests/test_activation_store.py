@@ -139,3 +139,35 @@ def test_lazy_images_from_a_zip(tmp_path):
             z.write(path, f"imgs/{path.name}")
     images = LazyImages.from_zip(tmp_path / "set.zip", size=16)
     assert images.shape == (4, 16, 16, 3) and images[1:3].shape == (2, 16, 16, 3)
+
+
+def test_a_very_sparse_projection_preserves_distances_with_few_non_zeros():
+    from workbench.features.extract import sparse_random_projection
+
+    n_units, k = 20000, 512
+    matrix = sparse_random_projection(n_units, k, seed=0, device="cpu")
+    assert matrix.shape == (k, n_units) and matrix.layout == torch.sparse_csr
+    expected_nnz = k * np.sqrt(n_units)
+    assert abs(matrix.values().numel() - expected_nnz) < 5 * np.sqrt(expected_nnz)  # binomial spread
+    x = torch.randn(20, n_units)
+    projected = (matrix @ x.T).T
+    ratio = torch.pdist(projected) / torch.pdist(x)
+    assert abs(float(ratio.mean()) - 1) < 0.05 and float(ratio.std()) < 0.1  # Johnson-Lindenstrauss
+    again = sparse_random_projection(n_units, k, seed=0, device="cpu")
+    assert torch.equal(again.col_indices(), matrix.col_indices()) and torch.equal(again.values(), matrix.values())
+
+
+def test_reductions_give_their_widths_and_refuse_bad_combinations(small):
+    model, stimuli = small
+    full = extract_activations(model, stimuli, ["conv2"], progress=False)
+    sparse = extract_activations(model, stimuli, ["conv2"], progress=False, projection_dim=64, reduction="sparse")
+    pooled = extract_activations(model, stimuli, ["conv2"], progress=False, reduction="pool")
+    channels = full.unit_shapes["conv2"][0]
+    assert sparse["conv2"].shape == (40, 64) and sparse.projection["conv2"]["kind"] == "sparse"
+    assert pooled["conv2"].shape == (40, channels) and pooled.unit_shapes["conv2"] == (channels,)
+    means = full["conv2"].reshape(40, channels, -1).mean(2)
+    np.testing.assert_allclose(pooled["conv2"], means, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="takes no projection_dim"):
+        extract_activations(model, stimuli, ["conv2"], progress=False, projection_dim=8, reduction="pool")
+    with pytest.raises(ValueError, match="unknown reduction"):
+        extract_activations(model, stimuli, ["conv2"], progress=False, reduction="pca")

@@ -21,12 +21,20 @@ class ExtractConfig:
     batch_size: int = bounded(64, min=1)
     # e.g. 4096: a fixed random Gaussian projection of wider layers (bounded memory); null = full layers
     projection_dim: int | None = bounded(None, min=1)
+    # gaussian (dense projection to projection_dim), sparse (very sparse projection: memory k*sqrt(units)), or pool
+    # (each channel's mean over space; projection_dim null). benchmarks/bench_reduction.py compares them
+    reduction: str = "gaussian"
     # sets of more stimuli than this stream each batch to an on-disk store (cache/activations/<set>.store/, read
     # back lazily as memory maps): RAM stays flat in the number of stimuli. 0 = always; null = never (in memory)
     store_above: int | None = bounded(20000, min=0)
     num_workers: int = bounded(0, min=0)            # DataLoader workers decoding a lazy (file-backed) stimulus set
 
     def __post_init__(self):
+        if self.reduction not in ("gaussian", "sparse", "pool"):
+            raise ConfigError(f"reduction {self.reduction!r} is not one of gaussian, sparse, pool")
+        if self.reduction == "pool" and self.projection_dim is not None:
+            raise ConfigError("reduction=pool averages each channel over space and takes no projection_dim: set "
+                              "extract.projection_dim=null, or use reduction=gaussian or sparse")
         sets = self.stimulus_sets or []
         repeated = sorted({s for s in sets if sets.count(s) > 1})
         if repeated:

@@ -57,7 +57,7 @@ def extract_stage(ctx) -> dict:
         acts = extract_activations(model, stimuli, opts.layers, preprocess=ctx.preprocess,
                                    batch_size=opts.batch_size, device=ctx.device, projection_dim=opts.projection_dim,
                                    projection_seed=ctx.seed, cache_dir=None if streamed else work_dir,
-                                   progress=ctx.progress, num_workers=opts.num_workers,
+                                   progress=ctx.progress, num_workers=opts.num_workers, reduction=opts.reduction,
                                    store=ctx.run.activations_store_path(name) if streamed else None)
         if streamed:
             ctx.run.record_store(name)
