@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -120,8 +121,11 @@ def sparse_random_projection(n_units: int, k: int, seed: int, device, dtype=torc
         cols.append(np.sort(units))
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     values = rng.choice([-1.0, 1.0], size=len(rows)) * np.sqrt(s / k)
-    matrix = torch.sparse_coo_tensor(np.stack([rows, cols]), torch.as_tensor(values, dtype=dtype), (k, n_units))
-    return matrix.coalesce().to_sparse_csr().to(device)
+    matrix = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(values, dtype=dtype),
+                                     (k, n_units))
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long supported
+        warnings.simplefilter("ignore", UserWarning)
+        return matrix.coalesce().to_sparse_csr().to(device)
 
 
 def _cache_key(model_hash: str, stimuli, layer: str, preprocess: Preprocess, projection_dim, seed) -> str:
