@@ -244,3 +244,18 @@ def test_a_resumed_fit_keeps_the_csv_rows_logged_before(tmp_path):
         log.write_text("epoch,step,train/loss,val/acc\n1,20,0.5,0.3\n")  # what Lightning writes after resuming
     rows = log.read_text().splitlines()
     assert rows[0] == "epoch,step,train/loss,val/acc" and rows[1].startswith("0,10,1.0") and rows[2] == "1,20,0.5,0.3"
+
+
+def test_a_run_made_before_a_setting_existed_still_resumes(tiny_config, tmp_path, monkeypatch):
+    from workbench import pipeline
+
+    monkeypatch.setattr(pipeline, "run_stage", lambda name, cfg, run, log: {"ok": 1})
+    run = RunDir(tmp_path)
+    pipeline.run_pipeline(_tiny_pipeline_config(tiny_config, ["train"]), run, log=lambda _m: None)
+    stored = run.config()
+    del stored["extract"]["store_above"]  # as written by a version without that setting
+    run.write_config(stored)
+    pipeline.run_pipeline(_tiny_pipeline_config(tiny_config, ["train"]), run, log=lambda _m: None)
+    changed = {**tiny_config, "extract": {**tiny_config["extract"], "store_above": 5}}
+    with pytest.raises(ConfigError, match="extract.store_above: 20000 -> 5"):
+        pipeline.run_pipeline(_tiny_pipeline_config(changed, ["train"]), run, log=lambda _m: None)

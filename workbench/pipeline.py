@@ -261,7 +261,7 @@ def check_resumable(run: RunDir, cfg: Mapping[str, Any], force: bool = False) ->
     previous = run.config()
     if not previous or force:
         return
-    differences = config_differences(_config_identity(previous), _config_identity(cfg))
+    differences = config_differences(_config_identity(_with_current_defaults(previous)), _config_identity(cfg))
     if differences:
         shown = "; ".join(differences[:12]) + (f"; and {len(differences) - 12} more" if len(differences) > 12 else "")
         raise ConfigError(
@@ -269,6 +269,15 @@ def check_resumable(run: RunDir, cfg: Mapping[str, Any], force: bool = False) ->
             f"(that run -> this call): {shown}. Use a new run_dir, or add force=true to rerun every stage in this "
             f"folder with the new config. To reuse that run's trained model in another study, start a new run with "
             f"from_run={run.path}.")
+
+
+def _with_current_defaults(previous: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A stored config with the section keys added since it was written at their defaults (a run made before a
+    setting existed resumes where that setting's default is used now); as stored when it no longer validates."""
+    try:
+        return resolve_config(previous)
+    except ConfigError:
+        return previous
 
 
 def _config_identity(cfg: Mapping[str, Any]) -> dict:
