@@ -69,9 +69,15 @@ def test_train_then_topography_stage(tmp_path, data_root):
         assert section["contrasts"]["animate"]["n_target"] + section["contrasts"]["animate"]["n_reference"] == 92
     _check_headline("topography", topo)
     assert [h["key"] for h in topo["headline"]] == ["topography.layers.conv3.smoothness_index",
-                                                   "topography.layers.conv4.smoothness_index"]
+                                                   "topography.layers.conv4.smoothness_index",
+                                                   "topography.orientation.conv3.pinwheel_density"]
+    orientation = topo["orientation"]["conv3"]  # the first analysed layer, by default
+    assert 0 <= orientation["mean_osi"] <= 1 and orientation["n_pinwheels"] == sum(
+        orientation["pinwheel_charges"].values())
+    morans = topo["layers"]["conv3"]["contrasts"]["face"]["morans_i"]
+    assert morans is None or 0 < morans["p_value"] <= 1
     assert any("Kriegeskorte" in r for r in topo["references"])
-    for name in ("topography_smoothness", "topography_selectivity_maps"):
+    for name in ("topography_smoothness", "topography_selectivity_maps", "topography_orientation_maps"):
         assert (run.figures / f"{name}.png").exists() and (run.figures / f"{name}.pdf").exists()
     cached = run.load_arrays(run.topography_maps_path)
     assert cached["conv3/face"].shape == (16 * 8 * 8,)

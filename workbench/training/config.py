@@ -34,6 +34,13 @@ class TopographyConfig:
     patch_threshold: float = 4.0                       # on the smoothed map, in units of the selectivity statistic
     patch_smoothing_mm: float = bounded(0.5, min=0.0)
     patch_min_units: int = bounded(20, min=1)
+    # Moran's I of each selectivity map (unit pairs closer than this), against maps of shuffled positions: tells "no
+    # organisation" from "organised, but no patch passes the threshold"
+    morans_radius_mm: float = bounded(0.5, above=0.0)
+    morans_shuffles: int = bounded(100, min=1)
+    # orientation maps from sine gratings (TDANN; Kaschube et al. 2010): tuning, preference map, pinwheels and their
+    # density per column spacing squared, on these layers (null = the first analysed layer; [] = none)
+    orientation_layers: list[str] | None = None
     seed: int = 0
 
     def __post_init__(self):

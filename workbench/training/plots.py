@@ -97,3 +97,27 @@ def _shared_limit(grids) -> float:
     1.0 when every grid is empty or zero."""
     peaks = [float(np.nanmax(np.abs(g))) for g in grids if np.isfinite(g).any()]
     return max(peaks, default=0.0) or 1.0
+
+
+def orientation_maps_figure(maps: Mapping[str, tuple], results: Mapping[str, Mapping]):
+    """Per layer: preferred orientation on the sheet (hue; brightness = selectivity), pinwheels marked."""
+    from matplotlib.colors import hsv_to_rgb
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.2), squeeze=False)
+    for ax, (layer, (z, extent, centres)) in zip(axes[0], maps.items()):
+        hue = (np.angle(z) / (2 * np.pi)) % 1.0
+        value = np.nan_to_num(np.abs(z) / max(np.nanmax(np.abs(z)), 1e-12))
+        rgb = hsv_to_rgb(np.stack([hue, np.ones_like(hue), value], axis=-1))
+        ax.imshow(rgb, origin="lower", extent=extent, interpolation="nearest")
+        pixel = (extent[1] - extent[0]) / z.shape[1]
+        if len(centres):
+            ax.plot(extent[0] + centres[:, 1] * pixel, extent[2] + centres[:, 0] * pixel, "wo", ms=3, mfc="none")
+        result = results[layer]
+        ax.set_title(f"{layer}: {result['n_pinwheels']} pinwheels, density {result['pinwheel_density']:.2f}\n"
+                     f"(spacing {result['column_spacing_mm']:.2f} mm; mean OSI {result['mean_osi']:.2f})", fontsize=9)
+        ax.set_xlabel("mm")
+        ax.set_ylabel("mm")
+    fig.suptitle("Orientation preference maps (hue: preferred orientation; brightness: selectivity)", fontsize=10)
+    fig.tight_layout()
+    return fig

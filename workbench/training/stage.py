@@ -323,8 +323,52 @@ def _analyse_layer(responses: np.ndarray, positions: np.ndarray, masks: dict, op
             "fraction_above_threshold": float(np.mean(values > opts.patch_threshold)),
             "max": float(values.max()), "n_patches": len(patches),
             "patches": [p.to_dict() for p in patches[:10]],
+            "morans_i": _morans_i(values, positions, opts),
         }
     return {"curve": curve, "shuffled": shuffled, "contrasts": contrasts, "maps": maps, "values": values_of}
+
+
+def _morans_i(values: np.ndarray, positions: np.ndarray, opts) -> dict[str, float] | None:
+    """Moran's I of a selectivity map against shuffled positions; None where it is undefined (a constant map, or no
+    unit pair within the radius)."""
+    from workbench.models.hallmarks import morans_i_test
+
+    try:
+        return morans_i_test(values, positions, opts.morans_radius_mm, opts.morans_shuffles, opts.seed)
+    except ValueError:
+        return None
+
+
+def _orientation_analysis(ctx, model, layers: list[str], sheets: dict, opts) -> tuple[dict, dict]:
+    """Orientation tuning of each layer's units to sine gratings, its preference map on the sheet, pinwheels and
+    their density per column spacing squared. Returns (section, {layer: (map, extent, pinwheel centres)})."""
+    import pandas as pd
+
+    from workbench.data.stimuli import StimulusSet
+    from workbench.features import extract_activations
+    from workbench.models.hallmarks import (column_spacing, find_pinwheels, grating_images, orientation_map,
+                                            orientation_tuning, pinwheel_density)
+
+    images, meta = grating_images(size=int(ctx.preprocess.image_size or 32))
+    gratings = StimulusSet("gratings", pd.DataFrame(meta), images)
+    acts = extract_activations(model, gratings, layers, preprocess=ctx.preprocess, device=ctx.device, progress=False)
+    section, maps = {}, {}
+    for layer in layers:
+        positions = sheets[layer].positions
+        tuning = orientation_tuning(acts[layer], meta["orientation_deg"].to_numpy())
+        z, extent = orientation_map(tuning.preference_deg, tuning.osi, positions,
+                                    smoothing_mm=opts.patch_smoothing_mm / 2)
+        pixel_mm = (extent[1] - extent[0]) / z.shape[1]
+        centres, charges = find_pinwheels(z)
+        spacing = column_spacing(z, pixel_mm)
+        area = float(np.isfinite(z).sum() * pixel_mm ** 2)
+        density = pinwheel_density(len(centres), area, spacing) if np.isfinite(spacing) else float("nan")
+        section[layer] = {"mean_osi": float(np.nanmean(tuning.osi)), "n_pinwheels": int(len(centres)),
+                          "pinwheel_charges": {"+1/2": int((charges > 0).sum()), "-1/2": int((charges < 0).sum())},
+                          "column_spacing_mm": spacing, "map_area_mm2": area, "pinwheel_density": density,
+                          "reference_density": float(np.pi)}
+        maps[layer] = (z, extent, centres)
+    return section, maps
 
 
 def _check_sheet_fits(layer: str, unit_shape, sheet) -> None:
@@ -363,6 +407,12 @@ def topography_stage(ctx) -> dict:
             "smoothness_index": result["curve"].index, "smoothness_index_shuffled": result["shuffled"].index,
             "curve": result["curve"].to_dict(), "unit_shape": list(sheet.unit_shape),
             "contrasts": result["contrasts"]}
+    orientation_layers = layers[:1] if opts.orientation_layers is None else list(opts.orientation_layers)
+    if orientation_layers:
+        from workbench.training.plots import orientation_maps_figure
+
+        section["orientation"], orientation = _orientation_analysis(ctx, model, orientation_layers, sheets, opts)
+        ctx.save_figure(orientation_maps_figure(orientation, section["orientation"]), "topography_orientation_maps")
     ctx.run.save_arrays(ctx.run.topography_maps_path, **cache)
     ctx.save_figure(smoothness_figure(curves, opts.stimulus_set), "topography_smoothness")
     ctx.save_figure(selectivity_maps_figure(maps, layers, list(masks), opts.patch_threshold, opts.selectivity),
@@ -374,4 +424,9 @@ def topography_stage(ctx) -> dict:
                      f"Smoothness index ({layer})", f"layers.{layer}.smoothness_index", layer=layer,
                      shuffled=section["layers"][layer]["smoothness_index_shuffled"])
         for layer in layers]
+    for layer, result in (section.get("orientation") or {}).items():
+        section["headline"].append(ctx.headline(
+            f"{layer}_pinwheel_density", result["pinwheel_density"], f"Pinwheel density ({layer})",
+            f"orientation.{layer}.pinwheel_density", "per column spacing²", layer=layer,
+            reference=result["reference_density"]))
     return section
