@@ -86,6 +86,8 @@ def workbench_args(command: str, run: Path, sweep: Path) -> list[str]:
     words = shlex.split(command)
     assert Path(words[0]).name == "workbench", f"not a workbench command: {command}"
     run.mkdir(parents=True, exist_ok=True)
+    if not (run / "overrides.yaml").exists():  # the placeholder is a run started with no overrides (resume accepts it)
+        (run / "overrides.yaml").write_text("[]\n")
     return expand_resume([w for w in words[1:] if w != "..."])[0]
 
 
