@@ -451,7 +451,7 @@ def _flat_profile_case(level: float) -> tuple[np.ndarray, np.ndarray]:
 def _check_flat_profile_left_out(s: np.ndarray, d: np.ndarray) -> None:
     out = profile_correlations(s, d)
     r = np.array([[np.nan if np.ptp(b) == 0 else stats.pearsonr(a, b)[0] for b in d] for a in s])
-    assert np.isnan(out["matched"][1])
+    assert np.isnan(out["matched"][1]) and out["n_sites_undefined"] == 1
     assert out["mean_matched"] == pytest.approx(np.nanmean(np.diag(r)))
     assert out["mean_mismatched"] == pytest.approx(np.nanmean(r[~np.eye(3, dtype=bool)]))
 
@@ -463,11 +463,19 @@ def test_profile_correlations_leave_a_flat_deficit_profile_out_of_the_means():
     assert np.isnan(flat["mean_matched"]) and np.isnan(flat["mean_mismatched"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a flat deficit profile of a non-zero value (every class lost 0.2) is "
-                   "centred to rounding noise, not to 0, so its r is ~0 instead of undefined and is averaged into the "
-                   "matched / mismatched means (scoring._row_corr needs a relative tolerance on the norms)")
-def test_a_flat_non_zero_deficit_profile_is_left_out_too():
-    _check_flat_profile_left_out(*_flat_profile_case(0.2))
+@pytest.mark.parametrize("level", [0.2, 0.7, 1e3])
+def test_a_flat_non_zero_deficit_profile_is_left_out_too(level):
+    """Every class lost the same amount: centring leaves rounding noise (0.2 and 0.7 do), not 0, and r stays undefined."""
+    _check_flat_profile_left_out(*_flat_profile_case(level))
+
+
+def test_a_profile_with_a_tiny_real_spread_keeps_its_correlation():
+    """The flatness tolerance is a few ulps of the row's size: a spread of 1e-9 on 0.2 is a real profile."""
+    s, d = _flat_profile_case(0.2)
+    d[1] = 0.2 + np.array([1e-9, -1e-9, 0.0])
+    out = profile_correlations(s, d)
+    assert out["n_sites_undefined"] == 0
+    assert out["matched"][1] == pytest.approx(stats.pearsonr(s[1], d[1])[0], abs=1e-6)
 
 
 def test_lesion_specificity_reports_its_direct_computation():
