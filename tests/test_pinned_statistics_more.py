@@ -1,0 +1,197 @@
+"""More statistics pinned on known answers: the RSA core (RDMs, comparisons, weighted multiset statistics) against
+scipy / numpy written out directly. Each test names the wrong number it would catch; tiny sizes, no data files.
+
+These tests exist to kill the single-operator mutants of ``workbench/alignment/rsa.py`` that survived the rest of the
+suite (``make mutation-fast MUTATION_TARGETS='workbench.alignment.rsa.*'``).
+"""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.spatial.distance import pdist, squareform
+
+from workbench.alignment import rsa
+from workbench.alignment.rsa import (as_condensed, compare_rdms, compare_rows, compute_rdm, pair_weights,
+                                     tau_a_numerator, weighted_rank, weighted_tau_a, whitened_vectors)
+
+T = torch.float64
+
+
+def _features(seed: int, n: int = 7, units: int = 5) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, units)) + 0.5
+
+
+# -- RDMs ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("metric, scipy_metric, scale", [("correlation", "correlation", 1.0),
+                                                         ("cosine", "cosine", 1.0),
+                                                         ("euclidean", "sqeuclidean", 1 / 5)])
+def test_rdms_equal_scipys_distances(metric, scipy_metric, scale):
+    """1 - r, 1 - cos, and squared Euclidean / n_units (rsatoolbox's euclidean): a wrong centring, norm or divisor."""
+    x = _features(1)
+    expected = squareform(pdist(x, scipy_metric)) * scale
+    np.testing.assert_allclose(compute_rdm(x, metric), expected, atol=1e-12)
+
+
+def test_crossnobis_rdm_equals_its_leave_one_repetition_out_definition():
+    """d(i, j) = mean over folds of (mean of the other repetitions' difference) . (left-out difference) / n_units."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 5, 4))                       # 3 repetitions, 5 stimuli, 4 units
+    precision = np.diag([1.0, 2.0, 0.5, 1.5])
+    expected = np.zeros((5, 5))
+    for i in range(5):
+        for j in range(5):
+            for fold in range(3):
+                train = np.delete(x, fold, axis=0).mean(0)
+                expected[i, j] += (train[i] - train[j]) @ precision @ (x[fold, i] - x[fold, j])
+    expected = (expected + expected.T) / 2 / (3 * 4)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(compute_rdm(x, "crossnobis", noise_precision=precision), expected, atol=1e-12)
+    identity = compute_rdm(x, "crossnobis")
+    np.testing.assert_allclose(identity, compute_rdm(x, "crossnobis", noise_precision=np.eye(4)), atol=1e-15)
+
+
+def test_rdm_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown RDM metric 'manhattan'"):
+        compute_rdm(_features(0), "manhattan")
+    with pytest.raises(ValueError, match="constant pattern"):
+        compute_rdm(np.vstack([np.ones(4), [1.0, 2, 3, 4], [4.0, 1, 2, 3]]), "correlation")
+    with pytest.raises(ValueError, match="at least 3 stimuli"):
+        compute_rdm(_features(0, n=2), "euclidean")
+    with pytest.raises(ValueError, match=r"n_repetitions >= 2"):
+        compute_rdm(_features(0)[None], "crossnobis")
+    with pytest.raises(ValueError, match=r"noise_precision must be \(5, 5\)"):
+        compute_rdm(np.stack([_features(0), _features(1)]), "crossnobis", noise_precision=np.eye(4))
+
+
+# -- comparisons -----------------------------------------------------------------------------------------------------
+def _pair(seed: int, n: int = 8, ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    p = n * (n - 1) // 2
+    a, b = rng.random(p), rng.random(p)
+    if ties:
+        a, b = np.round(a * 4), np.round(b * 3)
+    return a, b
+
+
+def _tau_a(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-a written out: (concordant - discordant) / (n (n - 1) / 2), ties counting 0."""
+    n = len(a)
+    s = sum(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) for i in range(n) for j in range(i + 1, n))
+    return s / (n * (n - 1) / 2)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_comparisons_equal_scipy_and_their_definitions(ties):
+    """spearman = Pearson of average ranks, pearson, tau-a, cosine: a wrong rank, mean or normalisation."""
+    a, b = _pair(3, ties=ties)
+    expected = {"spearman": stats.spearmanr(a, b)[0], "pearson": stats.pearsonr(a, b)[0], "kendall_tau_a": _tau_a(a, b),
+                "cosine": a @ b / np.linalg.norm(a) / np.linalg.norm(b)}
+    for method, value in expected.items():
+        assert compare_rdms(a, b, method) == pytest.approx(value, abs=1e-12), method
+
+
+def _whitened_numpy(v: np.ndarray, center: bool) -> np.ndarray:
+    v = v - v.mean() if center else v
+    d = squareform(v)
+    n = len(d)
+    h = np.eye(n) - 1.0 / n
+    g = h @ (-d / 2) @ h
+    r, c = np.triu_indices(n, 1)
+    return np.concatenate([g[r, c] * np.sqrt(2), np.diag(g)])
+
+
+@pytest.mark.parametrize("method, center", [("whitened_cosine", False), ("whitened_pearson", True)])
+def test_whitened_comparisons_are_cosines_of_double_centred_second_moments(method, center):
+    """rsatoolbox cosine_cov / corr_cov with identity covariance: G = H(-D/2)H, off-diagonal scaled by sqrt 2."""
+    a, b = _pair(4)
+    wa, wb = _whitened_numpy(a, center), _whitened_numpy(b, center)
+    np.testing.assert_allclose(whitened_vectors(torch.tensor(a[None]), center)[0].numpy(), wa, atol=1e-12)
+    expected = wa @ wb / np.linalg.norm(wa) / np.linalg.norm(wb)
+    assert compare_rdms(a, b, method) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="scheme='subjects'"):
+        compare_rows(torch.tensor(a[None]), torch.tensor(b[None]), method, torch.ones(1, len(a), dtype=T))
+
+
+def test_a_stack_against_a_stack_gives_every_pair():
+    """(k_a, k_b) matrix: entry (i, j) compares a[i] with b[j], not a[j] with b[i]."""
+    rng = np.random.default_rng(5)
+    a, b = rng.random((3, 10)), rng.random((2, 10))
+    out = compare_rdms(a, b, "pearson")
+    assert out.shape == (3, 2)
+    for i in range(3):
+        for j in range(2):
+            assert out[i, j] == pytest.approx(stats.pearsonr(a[i], b[j])[0], abs=1e-12)
+    one = compare_rdms(squareform(a[0]), b, "spearman")
+    assert one.shape == (1, 2) and one[0, 1] == pytest.approx(stats.spearmanr(a[0], b[1])[0], abs=1e-12)
+
+
+def test_a_zero_vector_compares_as_zero_not_nan():
+    """rsatoolbox's convention: no pattern to compare gives 0."""
+    a, b = _pair(6)
+    assert compare_rdms(np.zeros_like(a), b, "cosine") == 0.0
+    assert compare_rdms(np.full_like(a, 2.0), b, "pearson") == 0.0
+
+
+# -- weighted multiset statistics (the bootstrap's resampled stimuli) ------------------------------------------------
+def _multiset(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.repeat(v, w.astype(int))
+
+
+def test_pair_weights_are_products_of_stimulus_counts_in_squareform_order():
+    counts = torch.tensor([[2, 0, 1, 3], [1, 1, 1, 1]])
+    expected = [[0, 2, 6, 0, 0, 3], [1, 1, 1, 1, 1, 1]]
+    assert pair_weights(counts, 4).tolist() == expected
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_weighted_statistics_equal_them_on_the_materialised_multiset(ties):
+    """Every weighted statistic = the plain one on the vector with entry j repeated w_j times."""
+    a, b = _pair(7, n=7, ties=ties)
+    w = np.random.default_rng(8).integers(0, 4, size=len(a)).astype(float)
+    w[:2] = [0.0, 3.0]
+    ma, mb = _multiset(a, w), _multiset(b, w)
+    x, y, wt = torch.tensor(a[None]), torch.tensor(b[None]), torch.tensor(w[None])
+    ranks = weighted_rank(x, wt)[0].numpy()
+    np.testing.assert_allclose(_multiset(ranks, w), stats.rankdata(ma), atol=1e-12)
+    shared = weighted_rank(torch.tensor(a), wt)[0].numpy()   # one ordering shared by all rows
+    np.testing.assert_allclose(_multiset(shared, w), stats.rankdata(ma), atol=1e-12)
+    expected = {"pearson": stats.pearsonr(ma, mb)[0], "spearman": stats.spearmanr(ma, mb)[0],
+                "kendall_tau_a": _tau_a(ma, mb), "cosine": ma @ mb / np.linalg.norm(ma) / np.linalg.norm(mb)}
+    for method, value in expected.items():
+        assert float(compare_rows(x, y, method, wt)[0]) == pytest.approx(value, abs=1e-12), method
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_tau_numerator_without_numba_equals_the_pair_count(monkeypatch, ties):
+    """The batched torch Fenwick sweep (GPU path) and the numba sweep both count concordant - discordant pairs."""
+    a, b = _pair(9, n=9, ties=ties)
+    w = np.random.default_rng(10).integers(0, 3, size=len(a)).astype(float)
+    ma, mb = _multiset(a, w), _multiset(b, w)
+    expected = _tau_a(ma, mb) * len(ma) * (len(ma) - 1) / 2
+    x, y, wt = torch.tensor(a), torch.tensor(b), torch.tensor(np.stack([w, np.ones_like(w)]))
+    with_numba = tau_a_numerator(x, y, wt)
+    monkeypatch.setattr(rsa, "_numba_sweep", lambda: None)
+    torch_sweep = tau_a_numerator(x, y, wt)
+    chunked = tau_a_numerator(x, y, wt, max_rows=1)
+    for got in (with_numba, torch_sweep, chunked):
+        assert float(got[0]) == pytest.approx(expected, abs=1e-9)
+        assert float(got[1]) == pytest.approx(_tau_a(a, b) * len(a) * (len(a) - 1) / 2, abs=1e-9)
+    assert float(weighted_tau_a(x[None], y[None], wt[:1])[0]) == pytest.approx(_tau_a(ma, mb), abs=1e-12)
+
+
+def test_methods_have_their_rsatoolbox_aliases():
+    a, b = _pair(11)
+    for alias, name in [("corr", "pearson"), ("tau-a", "kendall_tau_a"), ("cosine_cov", "whitened_cosine"),
+                        ("corr_cov", "whitened_pearson"), ("correlation", "pearson"), ("tau_a", "kendall_tau_a")]:
+        assert compare_rdms(a, b, alias) == compare_rdms(a, b, name), alias
+    with pytest.raises(ValueError, match="unknown RDM comparison method 'kendall_b'"):
+        compare_rdms(a, b, "kendall_b")
+
+
+def test_condensed_input_is_read_as_is_and_square_input_by_its_upper_triangle():
+    v = np.random.default_rng(12).random(10)
+    np.testing.assert_array_equal(as_condensed(v).numpy(), v[None])
+    np.testing.assert_array_equal(as_condensed(squareform(v)).numpy(), v[None])
+    np.testing.assert_array_equal(as_condensed(np.stack([squareform(v)] * 2)).numpy(), np.stack([v, v]))
+    assert as_condensed(v).dtype == torch.float64
