@@ -195,3 +195,141 @@ def test_condensed_input_is_read_as_is_and_square_input_by_its_upper_triangle():
     np.testing.assert_array_equal(as_condensed(squareform(v)).numpy(), v[None])
     np.testing.assert_array_equal(as_condensed(np.stack([squareform(v)] * 2)).numpy(), np.stack([v, v]))
     assert as_condensed(v).dtype == torch.float64
+
+
+# -- interventional alignment and lesion specificity (workbench/intervention/scoring.py) -----------------------------
+def _sites_case(seed: int, n_sites: int = 3, n_classes: int = 4):
+    """Selectivity responses (40 images) and per-image lesion correctness (200 images) of sites of 4 units each."""
+    rng = np.random.default_rng(seed)
+    sel_labels = np.repeat(np.arange(n_classes), 10)
+    x = rng.normal(size=(40, 4 * n_sites)) + 2 * rng.normal(size=(n_classes, 4 * n_sites))[sel_labels]
+    sites = [np.arange(4 * k, 4 * k + 4) for k in range(n_sites)]
+    eval_labels = np.repeat(np.arange(n_classes), 50)
+    lesion = rng.random((n_sites, 200)) > rng.uniform(0.05, 0.6, size=(n_sites, n_classes))[:, eval_labels]
+    return x, sel_labels, sites, np.ones(200, bool), lesion, eval_labels, n_classes
+
+
+def _direct_permutation_p(res: dict, n_permutations: int, seed: int) -> float:
+    """(1 + #{permuted statistic >= observed}) / (1 + n), the permutations drawn first from the seeded stream."""
+    from workbench.intervention.scoring import profile_correlations
+
+    s, d = np.array(res["selectivity_profiles"]), np.array(res["deficit_profiles"])
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(n_permutations):
+        c = profile_correlations(s, d[rng.permutation(len(s))])
+        null.append(c["mean_matched"] - c["mean_mismatched"])
+    return (1 + np.sum(np.array(null) >= res["score_above_mismatched"])) / (1 + n_permutations)
+
+
+def test_permutation_p_is_exactly_the_direct_count_and_nan_without_a_defined_statistic():
+    from workbench.intervention import interventional_alignment
+
+    case = _sites_case(1)
+    res = interventional_alignment(*case, n_bootstrap=2, n_permutations=40, seed=3)
+    assert res["permutation_p"] == _direct_permutation_p(res, 40, 3)
+    x, sel_labels, sites, clean, _, eval_labels, n_classes = case
+    unharmed = np.ones((3, 200), bool)          # no lesion changes any class: every r is undefined
+    flat = interventional_alignment(x, sel_labels, sites, clean, unharmed, eval_labels, n_classes, n_bootstrap=2,
+                                    n_permutations=10, seed=0)
+    assert np.isnan(flat["permutation_p"]) and np.isnan(flat["score"]) and flat["n_sites_undefined"] == 3
+
+
+def test_interval_level_is_used_and_both_image_splits_are_resampled():
+    """A 50% interval sits inside a 99% one; with deficits fixed by class only the selectivity images vary, with
+    responses fixed by class only the evaluation images do: each alone gives intervals of non-zero width."""
+    from workbench.intervention import interventional_alignment, lesion_specificity
+
+    case = _sites_case(2)
+    narrow = interventional_alignment(*case, n_bootstrap=200, n_permutations=2, seed=1, level=0.5)
+    wide = interventional_alignment(*case, n_bootstrap=200, n_permutations=2, seed=1, level=0.99)
+    for key in ("score_ci", "score_above_mismatched_ci"):
+        assert wide[key][0] < narrow[key][0] < narrow[key][1] < wide[key][1], key
+    x, sel_labels, sites, clean, lesion, eval_labels, n_classes = case
+    by_class = np.random.default_rng(0).random((3, n_classes)) > 0.5
+    fixed_deficits = interventional_alignment(x, sel_labels, sites, clean, by_class[:, eval_labels], eval_labels,
+                                              n_classes, n_bootstrap=50, n_permutations=2, seed=0)
+    fixed_responses = interventional_alignment(np.random.default_rng(1).normal(size=(n_classes, 12))[sel_labels],
+                                               sel_labels, sites, clean, lesion, eval_labels, n_classes,
+                                               n_bootstrap=50, n_permutations=2, seed=0)
+    for res in (fixed_deficits, fixed_responses):
+        assert res["score_ci"][1] - res["score_ci"][0] > 1e-3
+    damage = np.random.default_rng(3).random(100)
+    target = np.arange(100) < 40
+    controls = np.random.default_rng(4).random((3, 100))
+    lo = lesion_specificity(damage, controls, target, n_bootstrap=300, seed=0, level=0.5)
+    hi = lesion_specificity(damage, controls, target, n_bootstrap=300, seed=0, level=0.99)
+    assert hi["specificity_index_ci"][0] < lo["specificity_index_ci"][0] < lo["specificity_index_ci"][1] < \
+        hi["specificity_index_ci"][1]
+
+
+def test_sites_may_be_selections_float_indices_and_single_units():
+    from types import SimpleNamespace
+
+    from workbench.intervention import interventional_alignment
+    from workbench.intervention.scoring import site_profiles
+
+    d = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(site_profiles(d, [[1], np.array([0.0, 2.0]), SimpleNamespace(units=[3])]),
+                                  np.stack([d[:, 1], d[:, [0, 2]].mean(1), d[:, 3]]))
+    for bad in ([4], [-1], [1, 4]):
+        with pytest.raises(ValueError, match="unit indices outside"):
+            site_profiles(d, [bad])
+    x, sel_labels, sites, clean, lesion, eval_labels, n_classes = _sites_case(5)
+    as_arrays = interventional_alignment(x, sel_labels, sites, clean, lesion, eval_labels, n_classes,
+                                         n_bootstrap=3, n_permutations=3)
+    as_objects = interventional_alignment(x, sel_labels, [SimpleNamespace(units=s.astype(float)) for s in sites],
+                                          clean, lesion, eval_labels, n_classes, n_bootstrap=3, n_permutations=3)
+    assert as_objects == as_arrays
+    with pytest.raises(ValueError, match=r"lesion_correct must be \(n_sites=3"):
+        interventional_alignment(x, sel_labels, sites, clean, lesion[:2], eval_labels, n_classes)
+
+
+def test_profile_correlation_matrix_and_shape_checks():
+    from workbench.intervention.scoring import profile_correlations
+
+    rng = np.random.default_rng(6)
+    s, d = rng.random((3, 5)), rng.random((3, 5))
+    out = profile_correlations(s, d)
+    np.testing.assert_allclose(out["matrix"], [[stats.pearsonr(a, b)[0] for b in d] for a in s], atol=1e-12)
+    with pytest.raises(ValueError, match="must both be"):
+        profile_correlations(s, d[:, :4])
+    with pytest.raises(ValueError, match="at least 3 categories"):
+        profile_correlations(s[:, :2], d[:, :2])
+    assert not np.isnan(profile_correlations(s[:, :3], d[:, :3])["matrix"]).any()
+
+
+def test_lesion_specificity_inputs_strata_seed_and_counts():
+    from workbench.intervention import lesion_specificity
+
+    rng = np.random.default_rng(7)
+    target01 = (np.arange(60) < 20).astype(int)            # a 0/1 target, as a saved label column would be
+    damage, controls = rng.random(60), rng.random((1, 60))
+    res = lesion_specificity(damage, controls, target01, n_bootstrap=100, seed=0)
+    assert res["target_damage_selective"] == pytest.approx(damage[:20].mean())
+    assert res["other_damage_selective"] == pytest.approx(damage[20:].mean())
+    # strata other than the target change the resamples; with one control the seed acts through the stimuli only
+    other = lesion_specificity(damage, controls, target01, strata=np.arange(60) % 3, n_bootstrap=100, seed=0)
+    assert other["specificity_index_ci"] != res["specificity_index_ci"]
+    assert lesion_specificity(damage, controls, target01, n_bootstrap=100, seed=1)["specificity_index_ci"] != \
+        res["specificity_index_ci"]
+    with pytest.raises(ValueError, match="shapes do not match"):
+        lesion_specificity(damage, controls[:, :50], target01)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        lesion_specificity(damage, controls, target01[:50])
+    with pytest.raises(ValueError, match="some but not all"):
+        lesion_specificity(damage, controls, np.zeros(60, bool))
+
+
+def test_specificity_p_counts_ties_and_the_zero_denominator_fraction():
+    """A selective lesion that does exactly what the random one does: index 0 in every resample, p = 1 (ties count).
+    Two controls, one without target damage: a resample draws it twice a quarter of the time."""
+    from workbench.intervention import lesion_specificity
+
+    rng = np.random.default_rng(9)
+    target = np.arange(80) < 30
+    damage = rng.random(80)
+    assert lesion_specificity(damage, damage[None], target, n_bootstrap=50, seed=0)["p_index_le_0"] == 1.0
+    silent = np.where(target, 0.0, rng.random(80))
+    res = lesion_specificity(damage, np.stack([silent, rng.random(80)]), target, n_bootstrap=2000, seed=0)
+    assert res["ratio_denominator_nonpositive_fraction"] == pytest.approx(0.25, abs=0.03)
