@@ -333,3 +333,62 @@ def test_specificity_p_counts_ties_and_the_zero_denominator_fraction():
     silent = np.where(target, 0.0, rng.random(80))
     res = lesion_specificity(damage, np.stack([silent, rng.random(80)]), target, n_bootstrap=2000, seed=0)
     assert res["ratio_denominator_nonpositive_fraction"] == pytest.approx(0.25, abs=0.03)
+
+
+def test_each_split_is_resampled_from_the_seeded_stream_and_the_progress_bar_runs():
+    """Only the selectivity split varies (deficits fixed by class), or only the evaluation split (responses fixed by
+    class): either way a different seed gives a different interval, and progress=True gives the same numbers."""
+    from workbench.intervention import interventional_alignment
+
+    x, sel_labels, sites, clean, lesion, eval_labels, n_classes = _sites_case(2)
+    by_class = (np.random.default_rng(0).random((3, n_classes)) > 0.5)[:, eval_labels]
+    fixed_x = np.random.default_rng(1).normal(size=(n_classes, 12))[sel_labels]
+    for case in ((x, sel_labels, sites, clean, by_class), (fixed_x, sel_labels, sites, clean, lesion)):
+        cis = [interventional_alignment(*case, eval_labels, n_classes, n_bootstrap=30, n_permutations=2,
+                                        seed=seed)["score_ci"] for seed in (1, 2)]
+        assert cis[0] != cis[1]
+    quiet = interventional_alignment(x, sel_labels, sites, clean, lesion, eval_labels, n_classes, n_bootstrap=5,
+                                     n_permutations=2)
+    shown = interventional_alignment(x, sel_labels, sites, clean, lesion, eval_labels, n_classes, n_bootstrap=5,
+                                     n_permutations=2, progress=True)
+    assert shown == quiet
+
+
+def test_the_interval_above_mismatched_is_of_matched_minus_mismatched():
+    """Every site prefers class 0 and every lesion hurts class 0 most: matched and mismatched r are both high, so
+    their difference is near 0 and its interval far below their sum (~2)."""
+    from workbench.intervention import interventional_alignment
+
+    rng = np.random.default_rng(11)
+    n_classes = 4
+    sel_labels = np.repeat(np.arange(n_classes), 10)
+    x = rng.normal(size=(40, 12)) + 3.0 * (sel_labels == 0)[:, None]
+    eval_labels = np.repeat(np.arange(n_classes), 50)
+    miss = np.where(eval_labels == 0, 0.9, 0.1)
+    lesion = rng.random((3, 200)) > miss
+    res = interventional_alignment(x, sel_labels, [np.arange(4 * k, 4 * k + 4) for k in range(3)], np.ones(200, bool),
+                                   lesion, eval_labels, n_classes, n_bootstrap=100, n_permutations=2, seed=0)
+    assert res["score"] > 0.8 and res["mean_mismatched_r"] > 0.8
+    low, high = res["score_above_mismatched_ci"]
+    assert low <= res["score_above_mismatched"] <= high < 0.5
+
+
+def test_scoring_computes_in_float64_whatever_the_input_precision():
+    from workbench.intervention import interventional_alignment, lesion_specificity
+    from workbench.intervention.scoring import profile_correlations, site_profiles
+
+    rng = np.random.default_rng(12)
+    s32, d32 = rng.random((3, 5)).astype(np.float32), rng.random((3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(profile_correlations(s32, d32)["matrix"],
+                                  profile_correlations(s32.astype(np.float64), d32.astype(np.float64))["matrix"])
+    sel32 = rng.random((4, 12)).astype(np.float32)
+    np.testing.assert_array_equal(site_profiles(sel32, [[0, 1, 2]]), site_profiles(sel32.astype(np.float64),
+                                                                                   [[0, 1, 2]]))
+    damage, controls, target = (rng.random(50) / 3).astype(np.float32), rng.random((2, 50)).astype(np.float32), \
+        np.arange(50) < 20
+    assert lesion_specificity(damage, controls, target, n_bootstrap=20) == \
+        lesion_specificity(damage.astype(np.float64), controls.astype(np.float64), target, n_bootstrap=20)
+    x, *rest = _sites_case(3)
+    x32 = (x / 3).astype(np.float32)
+    assert interventional_alignment(x32, *rest, n_bootstrap=3, n_permutations=3) == \
+        interventional_alignment(x32.astype(np.float64), *rest, n_bootstrap=3, n_permutations=3)
