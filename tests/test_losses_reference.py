@@ -333,3 +333,23 @@ def test_spatial_loss_option_errors():
            "topography": {"layers": ["conv3"], "weight": 1.0, "spatial_correlation": {"neighbourhood": "hex"}}}
     with pytest.raises(ConfigError, match="neighbourhood"):
         parse_topography(cfg, build_model(cfg))
+
+
+def test_cached_pool_targets_give_the_loss_and_gradient_of_targets_computed_each_step(monkeypatch):
+    from workbench.training import losses
+
+    sheet = CorticalSheet((32, 8, 8), size_mm=10.0)
+    activation = torch.tensor(smooth_responses(sheet.positions, 32, np.random.default_rng(3)),
+                              dtype=torch.float32).reshape(32, 32, 8, 8)
+    cached = SpatialCorrelationLoss(sheet, neighbourhood_size=96, n_neighbourhoods=4, pool_size=40, seed=2)
+    monkeypatch.setattr(losses, "_TARGET_CACHE_BYTES", 0)
+    uncached = SpatialCorrelationLoss(sheet, neighbourhood_size=96, n_neighbourhoods=4, pool_size=40, seed=2)
+    assert cached.cache_targets and not uncached.cache_targets
+    for _ in range(3):   # the same draws from both modules' generators
+        a, b = activation.clone().requires_grad_(), activation.clone().requires_grad_()
+        la, lb = cached(a), uncached(b)
+        la.backward()
+        lb.backward()
+        assert float(la) == float(lb)
+        assert torch.equal(a.grad, b.grad)
+    assert cached.pool_targets.shape == (40, 96, 96) and uncached.pool_targets is None

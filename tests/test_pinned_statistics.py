@@ -451,7 +451,7 @@ def _flat_profile_case(level: float) -> tuple[np.ndarray, np.ndarray]:
 def _check_flat_profile_left_out(s: np.ndarray, d: np.ndarray) -> None:
     out = profile_correlations(s, d)
     r = np.array([[np.nan if np.ptp(b) == 0 else stats.pearsonr(a, b)[0] for b in d] for a in s])
-    assert np.isnan(out["matched"][1])
+    assert np.isnan(out["matched"][1]) and out["n_sites_undefined"] == 1
     assert out["mean_matched"] == pytest.approx(np.nanmean(np.diag(r)))
     assert out["mean_mismatched"] == pytest.approx(np.nanmean(r[~np.eye(3, dtype=bool)]))
 
@@ -463,11 +463,23 @@ def test_profile_correlations_leave_a_flat_deficit_profile_out_of_the_means():
     assert np.isnan(flat["mean_matched"]) and np.isnan(flat["mean_mismatched"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a flat deficit profile of a non-zero value (every class lost 0.2) is "
-                   "centred to rounding noise, not to 0, so its r is ~0 instead of undefined and is averaged into the "
-                   "matched / mismatched means (scoring._row_corr needs a relative tolerance on the norms)")
-def test_a_flat_non_zero_deficit_profile_is_left_out_too():
-    _check_flat_profile_left_out(*_flat_profile_case(0.2))
+@pytest.mark.parametrize("level", [0.2, 0.7, 935.0724237877682])
+def test_a_flat_non_zero_deficit_profile_is_left_out_too(level):
+    """Every class lost the same amount: centring leaves rounding noise (of 5e-17 for 0.2, 2e-13 for 935.07), not 0,
+    and r stays undefined: the tolerance grows with the row's magnitude."""
+    _check_flat_profile_left_out(*_flat_profile_case(level))
+
+
+@pytest.mark.parametrize("row", [0.2 + np.array([1e-9, -1e-9, 0.0]), np.array([1e-15, 2e-15, 4e-15])])
+def test_a_profile_with_a_tiny_real_spread_keeps_its_correlation(row):
+    """The flatness tolerance is a few ulps of the row's own size (not of 1, not of the largest row): a spread of
+    1e-9 on 0.2 beside a row of millions, or a profile of size 1e-15, is a real profile."""
+    s, d = _flat_profile_case(0.2)
+    d[0] *= 1e7
+    d[1] = row
+    out = profile_correlations(s, d)
+    assert out["n_sites_undefined"] == 0
+    assert out["matched"][1] == pytest.approx(stats.pearsonr(s[1], d[1])[0], abs=1e-6)
 
 
 def test_lesion_specificity_reports_its_direct_computation():

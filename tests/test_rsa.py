@@ -53,6 +53,38 @@ def test_compare_layouts(hit, models):
     assert stack.shape == (8, 1) and stack[2, 0] == pytest.approx(single, abs=1e-12)
 
 
+def test_a_stack_of_k_condensed_rdms_with_k_pairs_is_read_by_its_layout():
+    """Six condensed RDMs of 4 stimuli form a (6, 6) array, the shape of one RDM of 6 stimuli: the layout decides."""
+    from scipy.spatial.distance import squareform
+
+    from workbench.alignment import as_condensed
+
+    rng = np.random.default_rng(5)
+    stack = rng.random((6, 6)) + 0.1                     # k = 6 condensed RDMs of n = 4 stimuli (P = 6)
+    target = rng.random(6)
+    with pytest.raises(ValueError, match=r"one 6 x 6 RDM or a stack of 6 condensed RDMs of 4 stimuli.*"
+                                         r"layout='condensed'"):
+        compare_rdms(stack, target, "pearson")
+    scores = compare_rdms(stack, target, "pearson", layout="condensed")
+    assert scores.shape == (6, 1)
+    np.testing.assert_allclose(scores[:, 0], [np.corrcoef(row, target)[0, 1] for row in stack], atol=1e-12)
+    squares = np.stack([squareform(row) for row in stack])
+    assert noise_ceiling(stack, "pearson", layout="condensed") == pytest.approx(noise_ceiling(squares, "pearson"))
+    # a real 6 x 6 RDM keeps being read as one RDM under "auto", and "square" says so explicitly
+    one = squareform(rng.random(15))
+    np.testing.assert_array_equal(as_condensed(one).numpy(), squareform(one)[None])
+    np.testing.assert_array_equal(as_condensed(one, layout="square").numpy(), squareform(one)[None])
+    assert isinstance(compare_rdms(one, one, "pearson", layout="square"), float)
+    with pytest.raises(ValueError, match="not symmetric"):
+        as_condensed(stack, layout="square")
+    with pytest.raises(ValueError, match=r"layout='square' needs \(n, n\)"):
+        as_condensed(target, layout="square")
+    with pytest.raises(ValueError, match=r"layout='condensed' needs \(P,\) or \(k, P\)"):
+        as_condensed(squares, layout="condensed")
+    with pytest.raises(ValueError, match="unknown RDM layout 'flat'"):
+        as_condensed(stack, layout="flat")
+
+
 def _rsatoolbox_models(models):
     return [ModelFixed(str(n), RDMs(m[None])) for n, m in zip(models.model.values, models.values)]
 

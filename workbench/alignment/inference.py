@@ -38,9 +38,9 @@ SCHEMES = ("stimuli", "subjects", "both")
 # Citations (rsatoolbox, Nili et al. 2014) live on the METRICS entry "rsa" (workbench.alignment.metrics.rsa).
 
 
-def _data_vectors(data_rdms: Any, device) -> torch.Tensor:
+def _data_vectors(data_rdms: Any, device, layout: str = "auto") -> torch.Tensor:
     data = subject_stack(data_rdms)
-    return as_condensed(data, "data_rdms", device)
+    return as_condensed(data, "data_rdms", device, layout)
 
 
 def _pool_transform(v: torch.Tensor, w: torch.Tensor, method: str) -> torch.Tensor:
@@ -97,15 +97,16 @@ def _ceiling_rows(data: torch.Tensor, counts_stim: torch.Tensor | None, counts_s
     return torch.stack([lower, upper], dim=1)
 
 
-def noise_ceiling(rdms: Any, method: str = "spearman", device=None) -> tuple[float, float]:
+def noise_ceiling(rdms: Any, method: str = "spearman", device=None, layout: str = "auto") -> tuple[float, float]:
     """(lower, upper) noise ceiling of subject RDMs as rsatoolbox's ``boot_noise_ceiling`` defines it.
 
-    rdms: (subject x n x n) / (subject x P), or an xarray (subject x session x n x n), whose sessions are averaged.
+    rdms: (subject x n x n) / (subject x P), or an xarray (subject x session x n x n), whose sessions are averaged;
+    layout: how to read them (:func:`workbench.alignment.rsa.as_condensed`).
     Raises ValueError for a single subject: the leave-one-subject-out lower bound needs two or more.
     """
     method = canonical_method(method)
     dev = get_device(device)
-    data = _data_vectors(rdms, dev)
+    data = _data_vectors(rdms, dev, layout)
     if data.shape[0] < 2:
         raise ValueError("noise_ceiling needs RDMs of at least 2 subjects: the lower bound leaves one subject out "
                          "(with one subject there is no lower bound)")
@@ -375,12 +376,14 @@ def _full_data_scores(models: torch.Tensor, data: torch.Tensor, plans: "_RankPla
 def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_bootstrap: int = 1000,
                   scheme: str = "stimuli", seed: int = 0, model_names: Sequence[str] | None = None,
                   subject_indices: np.ndarray | None = None, stimulus_indices: np.ndarray | None = None,
-                  ceiling: bool = True, batch_size: int = 1000, device=None, progress: bool = True) -> RSAResult:
+                  ceiling: bool = True, batch_size: int = 1000, device=None, progress: bool = True,
+                  layout: str = "auto") -> RSAResult:
     """Score models (k x n x n, e.g. one RDM per layer) against subject RDMs with bootstrap intervals.
 
     data_rdms: (subject x n x n) or xarray (subject x session x n x n; sessions are averaged). scheme: resample
     ``stimuli``, ``subjects`` or ``both``. Pass ``subject_indices`` (B, S) / ``stimulus_indices`` (B, n) to use given
-    samples (e.g. to reproduce another tool's); otherwise they are drawn with ``seed``.
+    samples (e.g. to reproduce another tool's); otherwise they are drawn with ``seed``. layout: how to read both
+    RDM arguments (:func:`workbench.alignment.rsa.as_condensed`; condensed stacks are (k x P)).
     """
     method = canonical_method(method)
     if scheme not in SCHEMES:
@@ -390,8 +393,8 @@ def bootstrap_rsa(model_rdms: Any, data_rdms: Any, method: str = "spearman", n_b
                          "use scheme='subjects' or a rank/linear method")
     dev = get_device(device)
     check_same_stimuli(model_rdms, subject_stack(data_rdms), ("model_rdms", "data_rdms"))
-    models = as_condensed(model_rdms, "model_rdms", dev)
-    data = _data_vectors(data_rdms, dev)
+    models = as_condensed(model_rdms, "model_rdms", dev, layout)
+    data = _data_vectors(data_rdms, dev, layout)
     if models.shape[1] != data.shape[1]:
         raise ValueError(f"model and data RDMs have different sizes ({n_from_condensed(models.shape[1])} vs "
                          f"{n_from_condensed(data.shape[1])} stimuli); compare RDMs of the same stimuli")

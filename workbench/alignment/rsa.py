@@ -83,12 +83,61 @@ def stimulus_ids_of(x: Any) -> list[str] | None:
     return None
 
 
-def as_condensed(rdms: Any, name: str = "rdms", device=None) -> torch.Tensor:
+LAYOUTS = ("auto", "square", "condensed")
+
+
+def _is_triangular(length: int) -> bool:
+    try:
+        return n_from_condensed(length) >= 3
+    except ValueError:
+        return False
+
+
+def _square_problem(square: np.ndarray) -> str | None:
+    """Why a (k, n, n) stack is not a stack of RDMs (asymmetric, non-zero diagonal), or None when it is."""
+    scale = max(float(np.abs(square).max()), 1e-12)
+    if np.abs(square - square.transpose(0, 2, 1)).max() > 1e-6 * scale:
+        return "is square but not symmetric"
+    if np.abs(np.diagonal(square, axis1=1, axis2=2)).max() > 1e-6 * scale:
+        return "is square but its diagonal is not zero (an RDM has zero self-dissimilarity)"
+    return None
+
+
+def _read_as_square(arr: np.ndarray, name: str, layout: str) -> bool:
+    """Whether ``arr`` holds square RDMs (else condensed ones); raises on a layout the shape cannot have.
+
+    Under ``layout="auto"`` a (k, k) array whose k is also a condensed length (k = n(n-1)/2: 6, 10, 15, ...) could be
+    one k x k RDM or k condensed RDMs of n stimuli. It is read as one RDM when it is one (symmetric, zero diagonal:
+    k condensed RDMs of real dissimilarities never are), and otherwise refused with both readings named."""
+    square_shape = arr.ndim >= 2 and arr.shape[-1] == arr.shape[-2] and arr.shape[-1] > 1
+    if layout == "square":
+        if not square_shape:
+            raise ValueError(f"{name}: layout='square' needs (n, n) or (k, n, n), got shape {arr.shape}")
+        return True
+    if layout == "condensed":
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"{name}: layout='condensed' needs (P,) or (k, P), got shape {arr.shape}")
+        return False
+    if not square_shape:
+        return False
+    if arr.ndim == 2 and _is_triangular(arr.shape[0]) and _square_problem(arr[None]) is not None:
+        k = arr.shape[0]
+        raise ValueError(f"{name} has shape ({k}, {k}): one {k} x {k} RDM or a stack of {k} condensed RDMs of "
+                         f"{n_from_condensed(k)} stimuli; as an RDM it {_square_problem(arr[None])}. Pass "
+                         "layout='condensed' for a stack of condensed RDMs (layout='square' for one square RDM)")
+    return True
+
+
+def as_condensed(rdms: Any, name: str = "rdms", device=None, layout: str = "auto") -> torch.Tensor:
     """Any accepted RDM layout -> (k, P) float64 tensor of condensed vectors, validated.
 
-    Square inputs must be symmetric with a zero diagonal (to 1e-6 of their scale); NaN is rejected because a
-    NaN dissimilarity would silently drop pairs from some comparisons and not others.
+    layout: ``"square"`` ((n, n) or (k, n, n)), ``"condensed"`` ((P,) or (k, P)) or ``"auto"`` (from the shape;
+    a (k, k) array that could be either is read as square only when it is a valid RDM, else refused). Square inputs
+    must be symmetric with a zero diagonal (to 1e-6 of their scale); NaN is rejected because a NaN dissimilarity
+    would silently drop pairs from some comparisons and not others.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown RDM layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     arr = _to_numpy(rdms)
     if arr.ndim == 0:
         raise ValueError(f"{name}: expected an RDM (n x n, condensed, or a stack), got a scalar")
@@ -96,22 +145,16 @@ def as_condensed(rdms: Any, name: str = "rdms", device=None) -> torch.Tensor:
         raise ValueError(f"{name} contains NaN; remove the stimuli with missing data (or impute) before RSA")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains inf; dissimilarities must be finite")
-    if arr.ndim >= 2 and arr.shape[-1] == arr.shape[-2] and arr.shape[-1] > 1 and not (
-            arr.ndim == 2 and arr.shape[0] != arr.shape[1]):
+    if _read_as_square(arr, name, layout):
         n = arr.shape[-1]
         square = arr.reshape(-1, n, n)
-        scale = max(float(np.abs(square).max()), 1e-12)
-        if np.abs(square - square.transpose(0, 2, 1)).max() > 1e-6 * scale:
-            raise ValueError(f"{name} is square but not symmetric; pass a dissimilarity matrix (or its "
-                             "condensed upper triangle)")
-        if np.abs(np.diagonal(square, axis1=1, axis2=2)).max() > 1e-6 * scale:
-            raise ValueError(f"{name} is square but its diagonal is not zero; an RDM has zero self-dissimilarity")
+        problem = _square_problem(square)
+        if problem is not None:
+            raise ValueError(f"{name} {problem}; pass a dissimilarity matrix (or its condensed upper triangle)")
         r, c = np.triu_indices(n, 1)
         vec = square[:, r, c]
-    elif arr.ndim == 1:
-        vec = arr[None]
-    elif arr.ndim == 2:
-        vec = arr
+    elif arr.ndim in (1, 2):
+        vec = arr.reshape(-1, arr.shape[-1])
     else:
         raise ValueError(f"{name} has shape {arr.shape}; expected (n, n), (P,), (k, n, n) or (k, P)")
     n = n_from_condensed(vec.shape[1])
@@ -395,15 +438,17 @@ def compare_rows(x: torch.Tensor, y: torch.Tensor, method: str, w: torch.Tensor 
     return weighted_cosine(whitened_vectors(x, center), whitened_vectors(y, center), None)
 
 
-def compare_rdms(a: Any, b: Any, method: str = "spearman", device=None) -> float | np.ndarray:
+def compare_rdms(a: Any, b: Any, method: str = "spearman", device=None, layout: str = "auto"
+                 ) -> float | np.ndarray:
     """Compare RDMs: a float for two single RDMs, else the (k_a, k_b) matrix of comparisons.
 
     a, b: square (n x n), condensed (P,), or stacks (k x n x n) / (k x P), numpy, torch or xarray (xarray RDMs
-    with a ``stimulus`` coord are checked to describe the same stimuli).
+    with a ``stimulus`` coord are checked to describe the same stimuli). layout: how to read both (see
+    :func:`as_condensed`); name it for a (k, k) stack of k condensed RDMs when k is also n(n-1)/2.
     """
     method = canonical_method(method)
     check_same_stimuli(a, b)
-    va, vb = as_condensed(a, "a", device), as_condensed(b, "b", device)
+    va, vb = as_condensed(a, "a", device, layout), as_condensed(b, "b", device, layout)
     if va.shape[1] != vb.shape[1]:
         raise ValueError(f"a and b are RDMs of different sizes ({n_from_condensed(va.shape[1])} vs "
                          f"{n_from_condensed(vb.shape[1])} stimuli); compare RDMs of the same stimuli")
@@ -417,13 +462,14 @@ def compare_rdms(a: Any, b: Any, method: str = "spearman", device=None) -> float
     x = va[:, None, :].expand(ka, kb, -1).reshape(ka * kb, -1)
     y = vb[None, :, :].expand(ka, kb, -1).reshape(ka * kb, -1)
     out = compare_rows(x, y, method).reshape(ka, kb).cpu().numpy()
-    single = _is_single(a) and _is_single(b)
+    single = _is_single(a, layout) and _is_single(b, layout)
     return float(out[0, 0]) if single else out
 
 
-def _is_single(x: Any) -> bool:
+def _is_single(x: Any, layout: str = "auto") -> bool:
     shape = np.shape(_to_numpy(x)) if not hasattr(x, "shape") else tuple(x.shape)
-    return len(shape) == 1 or (len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1)
+    square = len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1
+    return len(shape) == 1 or (square and layout != "condensed")
 
 
 def average_sessions(rdms: Any) -> Any:
@@ -442,6 +488,7 @@ def subject_stack(rdms: Any, name: str = "data") -> Any:
     return rdms
 
 
-__all__: Sequence[str] = ("RDM_METRICS", "COMPARE_METHODS", "RSATOOLBOX_NAMES", "compute_rdm", "check_rdm_spread", "compare_rdms",
-                          "as_condensed", "weighted_rank", "weighted_tau_a", "tau_a_numerator", "pair_weights",
+__all__: Sequence[str] = ("RDM_METRICS", "COMPARE_METHODS", "RSATOOLBOX_NAMES", "compute_rdm", "check_rdm_spread",
+                          "compare_rdms", "as_condensed", "LAYOUTS", "weighted_rank", "weighted_tau_a",
+                          "tau_a_numerator", "pair_weights",
                           "compare_rows", "average_sessions", "subject_stack", "canonical_method")

@@ -45,13 +45,22 @@ def site_profiles(unit_selectivity: Any, sites: Sequence[Any]) -> np.ndarray:
     return np.stack(rows)
 
 
+def _centred_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows minus their means, and their norms; NaN norm for a constant row (its correlation is undefined).
+
+    A constant non-zero row (every class lost 0.2) centres to rounding noise of about eps * |value| rather than to
+    0, so "constant" is a norm within a few ulps of the row's magnitude, not a norm of exactly 0."""
+    centred = x - x.mean(1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=1)
+    rounding = 4 * x.shape[1] * np.finfo(np.float64).eps * np.abs(x).max(1, initial=0.0)
+    return centred, np.where(norm > rounding, norm, np.nan)
+
+
 def _row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson r of every row of a with every row of b: (n_a, n_b); NaN where a row is constant."""
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a @ b.T) / np.outer(na, nb)
+    a, na = _centred_rows(a)
+    b, nb = _centred_rows(b)
+    return (a @ b.T) / np.outer(na, nb)
 
 
 def profile_correlations(selectivity_profiles: Any, deficit_profiles: Any) -> dict[str, Any]:
@@ -66,9 +75,10 @@ def profile_correlations(selectivity_profiles: Any, deficit_profiles: Any) -> di
     r = _row_corr(s, dfc)
     matched = np.diag(r)
     off = r[~np.eye(r.shape[0], dtype=bool)]
-    # A site whose lesion changed no class (flat deficit profile) has an undefined r: it is left out of the means.
+    # A site whose lesion hurt every class alike (flat deficit profile, e.g. no change at all) or whose units prefer
+    # no class (flat selectivity profile) has an undefined r: it is left out of the means and counted.
     return {"matched": matched, "mean_matched": _finite_mean(matched), "mean_mismatched": _finite_mean(off),
-            "matrix": r}
+            "matrix": r, "n_sites_undefined": int(np.isnan(matched).sum())}
 
 
 def _finite_mean(x: np.ndarray) -> float:
@@ -89,7 +99,9 @@ def interventional_alignment(sel_responses: Any, sel_labels: Any, sites: Sequenc
 
     Returns per-site correlations, ``score`` = mean matched r (site selectivity profile vs its own deficit profile),
     ``score_above_mismatched`` = score minus the mean r with other sites' deficits, a permutation p-value of the
-    latter (site pairing shuffled), and bootstrap intervals over both image splits.
+    latter (site pairing shuffled), and bootstrap intervals over both image splits. A site with a flat selectivity
+    or deficit profile has an undefined r (NaN in ``per_site_r``), is left out of the means and is counted in
+    ``n_sites_undefined``.
     """
     x = np.asarray(sel_responses, dtype=np.float64)
     sel_labels = np.asarray(sel_labels)
@@ -119,6 +131,7 @@ def interventional_alignment(sel_responses: Any, sel_labels: Any, sites: Sequenc
         "n_sites": len(sites),
         "n_categories": n_classes,
         "per_site_r": corr["matched"].tolist(),
+        "n_sites_undefined": corr["n_sites_undefined"],
         "selectivity_profiles": s_prof.tolist(),
         "deficit_profiles": d_prof.tolist(),
         "n_bootstrap": n_bootstrap,

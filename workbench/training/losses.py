@@ -42,6 +42,9 @@ __all__ = [
 _KNN_EPS = 1e-6  # the absolute eps of the earlier form (``eps`` option); 0 = TDANN's scale-free correlation
 _TDANN_MIN_UNITS = 25  # collapse_and_trim_neighborhoods' min_nb_size
 _TDANN_KEEP_FRACTION = 0.95  # ... and its keep_fraction: trim to the 5th-percentile window count
+# A loss module keeps its pool's float32 targets (pool x k x k) when they take at most this much memory (the
+# defaults, 512 x 256 x 256, take 128 MiB); larger pools compute the drawn neighbourhoods' targets every step.
+_TARGET_CACHE_BYTES = 256 * 2**20
 LOSSES: Registry[type] = Registry("topographic loss")
 
 
@@ -65,26 +68,28 @@ def _safe_rsqrt(sum_sq: torch.Tensor, eps: float) -> torch.Tensor:
 
 class _SpatialCorrelation(torch.autograd.Function):
     """Per neighbourhood, Pearson r between the response correlations of its units and its centred target, over
-    the off-diagonal pairs. x: (m, B, k) responses of the m neighbourhoods' k units to the batch; target: (m, k, k)
-    from ``_centred_target``. The backward is written out because it is most of the loss's cost: with
-    z = normalised x and C = z^T z, dr/dC = inv * target - r * inv^2 * (C - mean C) off the diagonal (symmetric),
-    so dr/dz = 2 z dr/dC, one matmul where autograd runs two plus a dozen passes over the (m, k, k) pairs.
-    Few, large operations throughout: on a busy CPU every parallel operation waits for its threads' turn."""
+    the off-diagonal pairs. x: (m, k, B) responses of the m neighbourhoods' k units to the batch (each unit's
+    responses contiguous); target: (m, k, k) from ``_centred_target``. The backward is written out because it is
+    most of the loss's cost: with z = normalised x and C = z z^T, dr/dC = inv * target - r * inv^2 * (C - mean C)
+    off the diagonal (symmetric), so dr/dz = 2 dr/dC z, one matmul where autograd runs two plus a dozen passes
+    over the (m, k, k) pairs. Few, large operations throughout: on a busy CPU every parallel operation waits for
+    its threads' turn, so the off-diagonal mean comes from (m, B) numbers and is subtracted inside the matmul."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
-        n_batch, k = x.shape[1:]
-        var, mean_x = torch.var_mean(x, dim=1, correction=0, keepdim=True)
-        scale = _safe_rsqrt(var * n_batch, eps)                              # (m, 1, k); 0 for constant units
-        z = torch.sub(x, mean_x).mul_(scale)                                  # centred over the batch, unit norm
-        corr = torch.bmm(z.transpose(1, 2), z)                                # (m, k, k) response correlations
-        diag = torch.diagonal(corr, dim1=1, dim2=2)
-        # sum of all C_ij = |sum_i z_i|^2: the off-diagonal mean from (m, B) numbers, not a pass over the pairs
-        total = torch.linalg.vector_norm(z.sum(2), dim=1) ** 2
-        mean = (total - diag.sum(1)) / (k * (k - 1))
+        k = x.shape[1]
+        z = torch.sub(x, x.mean(2, keepdim=True))                             # centred over the batch
+        sum_sq = torch.linalg.vector_norm(z, dim=2, keepdim=True) ** 2       # (two passes: var_mean is 10x slower)
+        scale = _safe_rsqrt(sum_sq, eps)                                      # (m, k, 1); 0 for constant units
+        z.mul_(scale)                                                         # unit norm
+        # sum of all C_ij = |sum_i z_i|^2 and C_ii = |z_i|^2 = sum_sq * scale^2: the off-diagonal mean from (m, B)
+        # and (m, k) numbers, not a pass over the pairs
+        total = torch.linalg.vector_norm(z.sum(1), dim=1) ** 2
+        mean = (total - (sum_sq * scale * scale).sum((1, 2))) / (k * (k - 1))
+        centred = torch.baddbmm(-mean[:, None, None], z, z.transpose(1, 2))  # (m, k, k) correlations - mean
+        diag = torch.diagonal(centred, dim1=1, dim2=2)
         # The target is centred with a zero diagonal: sum(C * target) is already the off-diagonal covariance.
-        cross = (corr * target).sum((1, 2))
-        centred = corr.sub_(mean[:, None, None])
+        cross = (centred * target).sum((1, 2))
         ss = torch.linalg.vector_norm(centred.flatten(1), dim=1) ** 2 - (diag * diag).sum(1)
         inv = _safe_rsqrt(ss.clamp_min(0.0), eps)
         r = cross * inv
@@ -97,15 +102,15 @@ class _SpatialCorrelation(torch.autograd.Function):
         z, scale, target, centred, inv, r = ctx.saved_tensors
         # full precision like the forward, also when backward() is called inside an autocast region
         with torch.autocast(device_type=z.device.type, enabled=False):
+            # dr/dC = a * (target - r * inv * centred): one pass over the pairs, the factor a goes on (m, k, B)
             a = (2.0 * grad_r.to(z.dtype) * inv)[:, None, None]
-            b = (-2.0 * grad_r.to(z.dtype) * r * inv * inv)[:, None, None]
-            grad_corr = torch.mul(centred, b).addcmul_(target, a)
+            grad_corr = torch.addcmul(target, centred, (-r * inv)[:, None, None])
             torch.diagonal(grad_corr, dim1=1, dim2=2).zero_()
-            grad_z = torch.bmm(z, grad_corr)                                  # (m, B, k)
+            grad_z = torch.bmm(grad_corr, z)                                  # (m, k, B), without the factor a
             # Through z = x * scale (scale = 1/|x|): dx = scale * (dz - z <z, dz>). The centring needs no step:
-            # z has zero batch mean, so dz = z (dL/dC) and z <z, dz> have too.
-            along = (z * grad_z).sum(1, keepdim=True)
-            return grad_z.addcmul_(z, along, value=-1.0).mul_(scale), None, None
+            # z has zero batch mean, so dz = (dL/dC) z and z <z, dz> have too.
+            along = (z * grad_z).sum(2, keepdim=True)
+            return grad_z.addcmul_(z, along, value=-1.0).mul_(scale * a), None, None
 
 
 def _target_with_diagonal(pos: torch.Tensor) -> torch.Tensor:
@@ -151,8 +156,8 @@ def _centred_target(pos: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) 
 
 
 def spatial_correlation_loss(responses: torch.Tensor, positions: torch.Tensor, neighbourhoods: torch.Tensor,
-                             eps: float = 0.0, stats: tuple[torch.Tensor, torch.Tensor] | None = None
-                             ) -> torch.Tensor:
+                             eps: float = 0.0, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+                             targets: torch.Tensor | None = None) -> torch.Tensor:
     """TDANN spatial correlation loss (``spacetorch.losses.losses_torch.spatial_correlation_loss``), averaged over
     neighbourhoods: (1 - Pearson(unit response correlations, 1/(d + 1))) / 2 over the pairs of each neighbourhood.
 
@@ -160,6 +165,7 @@ def spatial_correlation_loss(responses: torch.Tensor, positions: torch.Tensor, n
     eps: 0 is TDANN's form (scale-free: only the response correlations matter); > 0 adds it under every square
     root, the earlier form of this package (1e-6), which makes the loss depend on the response scale.
     stats: ``target_stats`` of the neighbourhoods' positions (with the same eps), if already known.
+    targets: the neighbourhoods' centred targets (``_centred_target``, (m, k, k)), if already known.
     """
     if responses.ndim != 2 or responses.shape[1] != positions.shape[0]:
         raise ValueError(f"responses must be (batch, n_units={positions.shape[0]}), got {tuple(responses.shape)}")
@@ -171,12 +177,14 @@ def spatial_correlation_loss(responses: torch.Tensor, positions: torch.Tensor, n
     with torch.autocast(device_type=responses.device.type, enabled=False):
         dtype = torch.float64 if responses.dtype == torch.float64 else torch.float32
         m, k = neighbourhoods.shape
-        x = responses.to(dtype).index_select(1, neighbourhoods.reshape(-1)).view(-1, m, k).transpose(0, 1)
-        with torch.no_grad():
-            pos = positions.to(dtype)[neighbourhoods]
-            mean, scale = target_stats(pos, eps) if stats is None else (s.to(dtype) for s in stats)
-            target = _centred_target(pos, mean, scale)
-        r = _SpatialCorrelation.apply(x, target, eps)
+        # (m, k, B): each unit's responses contiguous, for the normalisation and the matmuls
+        x = responses.to(dtype).index_select(1, neighbourhoods.reshape(-1)).t().contiguous().view(m, k, -1)
+        if targets is None:
+            with torch.no_grad():
+                pos = positions.to(dtype)[neighbourhoods]
+                mean, scale = target_stats(pos, eps) if stats is None else (s.to(dtype) for s in stats)
+                targets = _centred_target(pos, mean, scale)
+        r = _SpatialCorrelation.apply(x, targets.to(dtype), eps)
         return ((1.0 - r) / 2.0).mean()
 
 
@@ -312,6 +320,10 @@ class SpatialCorrelationLoss(nn.Module):
         mean, scale = _pool_target_stats(sheet.positions, pool, self.eps)
         self.register_buffer("pool_target_mean", torch.as_tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pool_target_scale", torch.as_tensor(scale, dtype=torch.float32), persistent=False)
+        # The centred targets themselves, built at the first float32 step on the module's device (a step then
+        # gathers its neighbourhoods' targets instead of recomputing their distances), when they fit the budget.
+        self.cache_targets = pool.shape[0] * pool.shape[1] ** 2 * 4 <= _TARGET_CACHE_BYTES
+        self.register_buffer("pool_targets", None, persistent=False)
         # A private generator: drawing neighbourhoods never touches the global RNG, so weight 0 reproduces plain
         # training exactly, and every DDP rank draws the same neighbourhoods.
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -322,8 +334,21 @@ class SpatialCorrelationLoss(nn.Module):
             raise ValueError(f"activation has {responses.shape[1]} units per image, the sheet {self.n_units}")
         pick = torch.randint(len(self.pool), (min(self.n_neighbourhoods, len(self.pool)),), generator=self.generator)
         pick = pick.to(self.pool.device)
+        targets = self._cached_targets(pick) if responses.dtype != torch.float64 else None
         return spatial_correlation_loss(responses, self.positions, self.pool[pick], self.eps,
-                                        stats=(self.pool_target_mean[pick], self.pool_target_scale[pick]))
+                                        stats=(self.pool_target_mean[pick], self.pool_target_scale[pick]),
+                                        targets=targets)
+
+    def _cached_targets(self, pick: torch.Tensor) -> torch.Tensor | None:
+        """The drawn neighbourhoods' float32 centred targets from the pool's cache (None without a cache)."""
+        if not self.cache_targets:
+            return None
+        if self.pool_targets is None or self.pool_targets.device != self.pool.device:
+            with torch.no_grad():
+                chunks = zip(self.pool.split(64), self.pool_target_mean.split(64), self.pool_target_scale.split(64))
+                self.pool_targets = torch.cat([_centred_target(self.positions[hoods], mean, scale)
+                                               for hoods, mean, scale in chunks])
+        return self.pool_targets.index_select(0, pick)
 
 
 def _producing_weight(module: nn.Module, n_out: int) -> nn.Parameter:
