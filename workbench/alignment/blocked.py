@@ -58,7 +58,7 @@ def compute_rdm_blocked(features, metric: str = "correlation", block: int = BLOC
 
     Equals ``compute_rdm(features, metric)`` for correlation, cosine and euclidean, refusals included. ``out``: an
     (n, n) float64 array (or memory map) to fill; by default a new array."""
-    from workbench.alignment.rsa import ROUNDING_LEVEL
+    from workbench.alignment.rsa import refuse_flat_rdm
 
     if metric not in RDM_METRICS or metric == "crossnobis":
         raise ValueError(f"blocked RDMs support correlation, cosine and euclidean; got {metric!r}")
@@ -89,10 +89,7 @@ def compute_rdm_blocked(features, metric: str = "correlation", block: int = BLOC
             if entries.size:
                 low, high = min(low, float(entries.min())), max(high, float(entries.max()))
     np.fill_diagonal(rdm, 0.0)
-    if high - low <= ROUNDING_LEVEL * scale:
-        raise ValueError(f"{name}: every {metric} dissimilarity is the same to within rounding (spread "
-                         f"{high - low:.1e} for features of scale {scale:.1e}): the stimuli are indistinguishable here "
-                         f"(a dead or saturated layer?). Leave this layer out, or check the model's weights and inputs.")
+    refuse_flat_rdm(high - low, scale, metric, name)
     return rdm
 
 

@@ -250,7 +250,11 @@ def check_rdm_spread(rdm: torch.Tensor, scale: float, metric: str, name: str = "
     RDM with another scores rounding noise."""
     i, j = triu_indices(rdm.shape[0], device=rdm.device)
     entries = rdm[i, j]
-    spread = float(entries.max() - entries.min())
+    refuse_flat_rdm(float(entries.max() - entries.min()), scale, metric, name)
+
+
+def refuse_flat_rdm(spread: float, scale: float, metric: str, name: str = "features") -> None:
+    """The refusal of ``check_rdm_spread`` from the spread of the off-diagonal entries (the blocked RDM tracks it)."""
     if spread <= ROUNDING_LEVEL * scale:
         raise ValueError(
             f"{name}: every {metric} dissimilarity is the same to within rounding (spread {spread:.1e} for features "

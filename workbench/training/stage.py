@@ -165,15 +165,19 @@ def _kept_csv_log(run):
     logged before the interruption: keep those rows and put them back in front of the new ones."""
     import csv
 
-    paths = sorted((run.path / "logs").glob("**/metrics.csv"))
-    earlier = {p: list(csv.DictReader(p.open(newline=""))) for p in paths if run.training_resume_path}
+    def rows(path: Path) -> list[dict]:
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    resuming = run.training_resume_path is not None
+    earlier = {p: rows(p) for p in sorted((run.path / "logs").glob("**/metrics.csv"))} if resuming else {}
     try:
         yield
     finally:
-        for path, rows in earlier.items():
-            new = list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
+        for path, rows_before in earlier.items():
+            new = rows(path) if path.is_file() else []
             first = min((float(r["epoch"]) for r in new if r.get("epoch")), default=float("inf"))
-            kept = [r for r in rows if r.get("epoch") and float(r["epoch"]) < first] + new
+            kept = [r for r in rows_before if r.get("epoch") and float(r["epoch"]) < first] + new
             _write_csv(path, kept)
 
 
