@@ -17,6 +17,7 @@ _EXPORTS = {
     "workbench.alignment.regression": ("DEFAULT_ALPHAS", "EncodingResult", "PLSEncoder", "RidgeEncoder",
                                        "cross_validate_encoding", "make_folds", "median_pearson_r",
                                        "median_pearson_scorer", "ridge_cv_predictions"),
+    "workbench.alignment.ridge_blocked": ("fit_ridge_blocked", "ridge_cv_predictions_blocked"),
     "workbench.alignment.rsa": ("COMPARE_METHODS", "RDM_METRICS", "RSATOOLBOX_NAMES", "as_condensed", "compare_rdms",
                                 "compute_rdm"),
     "workbench.alignment.metrics": ("METRICS", "AlignmentMetric", "RecordingsMetric", "MetricResult"),

@@ -265,7 +265,17 @@ class RidgeEncoder(_EncoderTags, RegressorMixin, BaseEstimator):
         self.device = device
 
     def fit(self, X: Any, y: Any) -> "RidgeEncoder":
+        from workbench.alignment.ridge_blocked import check_blocked_pair, fit_ridge_blocked, is_out_of_core
+
         _check_same_stimuli(X, y)
+        if is_out_of_core(X) or is_out_of_core(y):  # a memory map: fitted block by block, never copied whole
+            features, targets = check_blocked_pair(X, y)
+            self.alpha_, coef, intercept = fit_ridge_blocked(features, targets, _checked_alphas(self.alphas),
+                                                             self.alpha_per_target, self.standardize, self.device)
+            self.n_features_in_ = features.shape[1]
+            one = np.ndim(getattr(y, "values", y)) == 1
+            self.coef_, self.intercept_ = (coef[:, 0], float(intercept[0])) if one else (coef.T, intercept)
+            return self
         X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64,
                              ensure_min_samples=MIN_STIMULI)
         alphas = _checked_alphas(self.alphas)
@@ -353,7 +363,14 @@ def ridge_cv_predictions(features: Any, responses: Any, folds: Sequence[tuple[np
     cross-Gram are derived from it, so the features are touched once instead of once per fold. With
     standardisation the scaling depends on the training fold, so each fold forms its own Gram matrix (still one
     syrk for its training and test stimuli together). Returns (predictions (n, n_neuroids), alphas per fold).
+    Memory-mapped features or responses (an activation store's layers) go to the out-of-core
+    ``workbench.alignment.ridge_blocked.ridge_cv_predictions_blocked`` (same results, blocks of features, stimuli
+    and targets).
     """
+    from workbench.alignment.ridge_blocked import is_out_of_core, ridge_cv_predictions_blocked
+
+    if is_out_of_core(features) or is_out_of_core(responses):  # a memory map: never copied whole into memory
+        return ridge_cv_predictions_blocked(features, responses, folds, alphas, alpha_per_target, standardize, device)
     X, Y = check_pair(features, responses)
     alphas = _checked_alphas(alphas)
     folds = [(np.asarray(tr), np.asarray(te)) for tr, te in folds]
@@ -422,7 +439,17 @@ def cross_validate_encoding(features: Any, responses: Any, method: str = "ridge"
                             labels: Sequence | None = None, alphas: Sequence[float] = DEFAULT_ALPHAS,
                             n_components: int = 25, standardize: bool = False, alpha_per_target: bool = False,
                             device=None) -> EncodingResult:
-    """Seeded K-fold encoding; per-neuroid Pearson r on held-out stimuli (mean over folds)."""
+    """Seeded K-fold encoding; per-neuroid Pearson r on held-out stimuli (mean over folds). Memory-mapped features
+    (an activation store's layers) are scored out of core with ridge (``ridge_blocked``)."""
+    from workbench.alignment.ridge_blocked import check_blocked_pair, is_out_of_core
+
+    if method == "ridge" and (is_out_of_core(features) or is_out_of_core(responses)):
+        _check_same_stimuli(features, responses)
+        X, Y = check_blocked_pair(features, responses)
+        folds = make_folds(X.shape[0], n_folds, seed, labels)
+        pred, chosen = ridge_cv_predictions(X, Y, folds, alphas, alpha_per_target, standardize, device)
+        r = np.stack([pearson_per_column(pred[te], np.asarray(Y[te], dtype=np.float64)) for _, te in folds])
+        return EncodingResult(pred, r, chosen)
     X, Y = check_pair(features, responses)
     folds = make_folds(X.shape[0], n_folds, seed, labels)
     if method == "ridge":
