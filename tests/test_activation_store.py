@@ -1,6 +1,9 @@
 """Streamed extraction: activations written batch by batch to an on-disk store, read back lazily (issue 14)."""
 
+import errno
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -171,3 +174,64 @@ def test_reductions_give_their_widths_and_refuse_bad_combinations(small):
         extract_activations(model, stimuli, ["conv2"], progress=False, projection_dim=8, reduction="pool")
     with pytest.raises(ValueError, match="unknown reduction"):
         extract_activations(model, stimuli, ["conv2"], progress=False, reduction="pca")
+
+
+def test_an_unwritable_store_folder_is_refused_before_any_extraction(small, tmp_path, monkeypatch):
+    model, stimuli = small
+    calls = []
+    hook = model.conv1.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        (tmp_path / "a_file").write_text("not a folder")
+        with pytest.raises(OSError, match=r"cannot write the activation store .*a_file.*s .*make .*a_file writable"):
+            extract_activations(model, stimuli, ["fc"], progress=False, store=tmp_path / "a_file" / "s")
+        read_only = tmp_path / "read_only"
+        read_only.mkdir()
+        read_only.chmod(0o500)
+        if os.access(read_only, os.W_OK):  # root writes anyway: the refusal is then the filesystem's
+            monkeypatch.setattr(Path, "mkdir", _refuse_mkdir)
+        with pytest.raises(PermissionError, match=rf"cannot write the activation store {read_only}.*writable"):
+            extract_activations(model, stimuli, ["fc"], progress=False, store=read_only / "s")
+        monkeypatch.undo()
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "notes.txt").write_text("keep me")
+        with pytest.raises(FileExistsError, match="not an activation store"):
+            extract_activations(model, stimuli, ["fc"], progress=False, store=tmp_path / "mine")
+        assert (tmp_path / "mine" / "notes.txt").exists()
+    finally:
+        hook.remove()
+    assert not calls  # no forward pass ran
+
+
+def _refuse_mkdir(self, *args, **kwargs):
+    raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+
+def test_a_full_disk_leaves_no_store_a_rerun_would_trust(small, tmp_path, monkeypatch):
+    import workbench.features.store as store
+
+    model, stimuli = small[0], small[1].subset(slice(0, 16))
+    writes = []
+    original = store._write_at
+
+    def fill_the_disk_at_the_third_write(handle, position, data):
+        writes.append(1)
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(handle, position, data)
+
+    monkeypatch.setattr(store, "_write_at", fill_the_disk_at_the_third_write)
+    with pytest.raises(OSError, match="disk filled while writing the activation store .*removed.*Free space"):
+        extract_activations(model, stimuli, ["conv2", "fc"], batch_size=8, progress=False, store=tmp_path / "s")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
+    with pytest.raises(OSError, match=r"needs 0.00\d* GB more but its disk has 0.00 GB free"):
+        extract_activations(model, stimuli, ["fc"], batch_size=8, progress=False, store=tmp_path / "s")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.partial").exists()
+    monkeypatch.undo()
+    (tmp_path / "s.partial").mkdir()  # what a killed process (no clean-up) leaves: never read, replaced
+    (tmp_path / "s.partial" / "layer_000.npy").write_bytes(b"half")
+    rerun = extract_activations(model, stimuli, ["conv2", "fc"], batch_size=8, progress=False, store=tmp_path / "s")
+    expected = extract_activations(model, stimuli, ["conv2", "fc"], batch_size=8, progress=False)
+    for layer in ("conv2", "fc"):
+        np.testing.assert_array_equal(rerun[layer], expected[layer])
+    assert not (tmp_path / "s.partial").exists()

@@ -12,11 +12,15 @@ compression and cloud object stores; activations are dense floats that barely co
 local, so it would buy little here.
 
 A store is written to ``<folder>.partial`` and renamed when complete: an interrupted extraction never leaves a
-store that looks finished.
+store that looks finished. Bad places fail early and leave nothing behind: a folder that cannot be written is
+refused before the first forward pass (naming the folder and the fix), layer files that will not fit on the disk at
+the first batch, and a disk that fills mid-way (ENOSPC) removes the ``.partial`` folder; a rerun never reads a
+``.partial`` (it is only ever replaced), and an existing folder that is not a store is never overwritten.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -41,12 +45,22 @@ class StoreWriter:
     def __init__(self, folder: str | os.PathLike, stimulus_ids: Sequence, layers: Sequence[str],
                  key: str | None = None):
         self.folder, self.key = Path(folder), key
+        if self.folder.exists() and not is_store(self.folder) and any(self.folder.iterdir()):
+            # close() replaces the folder: never delete what is not a store
+            raise FileExistsError(f"{self.folder} exists and is not an activation store (no {META}); choose another "
+                                  f"store folder or empty this one")
         self.partial = self.folder.with_name(self.folder.name + ".partial")
         shutil.rmtree(self.partial, ignore_errors=True)  # what an interrupted extraction left
-        self.partial.mkdir(parents=True)
+        try:
+            self.partial.mkdir(parents=True)
+        except OSError as err:  # before any extraction work: the folder is known before the first batch
+            raise type(err)(err.errno, f"cannot write the activation store {self.folder} ({err.strerror}): make "
+                                       f"{_existing_ancestor(self.partial)} writable (e.g. chmod u+w) or choose a "
+                                       f"writable store folder") from err
         self.stimulus_ids = np.asarray(stimulus_ids).astype(str)
         self.files = {layer: f"layer_{k:03d}.npy" for k, layer in enumerate(layers)}
         self.handles: dict[str, tuple] = {}  # layer -> (open file, data offset, width)
+        self.reserved = self.written = 0  # bytes: the layer files' sizes, the rows written so far
 
     def write(self, layer: str, start: int, rows: np.ndarray) -> None:
         # plain writes at the rows' offset, not through a memory map: pages written through a map count as this
@@ -56,18 +70,46 @@ class StoreWriter:
             shape = (len(self.stimulus_ids), rows.shape[1])
             np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
             offset = handle.tell()
-            handle.truncate(offset + shape[0] * shape[1] * 4)
+            handle.truncate(offset + shape[0] * shape[1] * 4)  # sparse: the disk fills as rows are written
             self.handles[layer] = (handle, offset, rows.shape[1])
+            self.reserved += shape[0] * shape[1] * 4
+            self._check_free_space()
         handle, offset, width = self.handles[layer]
         if rows.shape[1] != width:
             raise ValueError(f"layer {layer!r}: a batch of width {rows.shape[1]}, earlier batches {width}")
-        handle.seek(offset + start * width * 4)
-        handle.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
+        try:
+            _write_at(handle, offset + start * width * 4, data)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise OSError(errno.ENOSPC, f"the disk filled while writing the activation store {self.folder} "
+                                        f"({self.reserved / 1e9:.2f} GB in all); the unfinished store is removed. "
+                                        f"Free space, choose a store folder on a larger disk, or reduce the "
+                                        f"features (extract.projection_dim, reduction='pool')") from err
+        self.written += len(data)
+
+    def _check_free_space(self) -> None:
+        """Refuse at the first batch, not hours later, when the layers' files will not fit on the disk."""
+        needed, free = self.reserved - self.written, shutil.disk_usage(self.partial).free
+        if needed > free:
+            raise OSError(errno.ENOSPC, f"the activation store {self.folder} needs {needed / 1e9:.2f} GB more but "
+                                        f"its disk has {free / 1e9:.2f} GB free; free space, choose a store folder "
+                                        f"on a larger disk, or reduce the features (extract.projection_dim, "
+                                        f"reduction='pool')")
 
     def close(self, unit_shapes: dict, projection: dict) -> Path:
         missing = [layer for layer in self.files if layer not in self.handles]
         if missing:
+            self.abort()
             raise RuntimeError(f"the store {self.folder} received no rows for layers {missing}")
+        try:
+            return self._finish(unit_shapes, projection)
+        except BaseException:  # a disk filled by the flush or the metadata: leave nothing a rerun could trust
+            self.abort()
+            raise
+
+    def _finish(self, unit_shapes: dict, projection: dict) -> Path:
         for handle, _, _ in self.handles.values():
             handle.flush()
             os.fsync(handle.fileno())
@@ -83,9 +125,23 @@ class StoreWriter:
 
     def abort(self) -> None:
         for handle, _, _ in self.handles.values():
-            handle.close()
+            try:
+                handle.close()
+            except OSError:  # a full disk refuses the buffered rest: the files are removed anyway
+                pass
         self.handles.clear()
         shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _write_at(handle, position: int, data: bytes) -> None:
+    handle.seek(position)
+    handle.write(data)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def read_meta(folder: str | os.PathLike) -> dict:
