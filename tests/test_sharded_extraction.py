@@ -1,0 +1,84 @@
+"""Extraction split over DDP processes (Lightning ``Trainer.predict``): every rank writes its shard, rank 0 merges
+them into exactly the store one process writes (issue 14)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT
+from workbench.data.stimuli import StimulusSet
+from workbench.features.extract import extract_activations
+from workbench.features.sharded import extract_sharded, shard_rows, shards_folder
+from workbench.features.store import StoreWriter, is_store, read_meta
+from workbench.models import build_model
+
+N_STIMULI = 37  # odd: two ranks cannot get equal shares, where a DistributedSampler would pad with a duplicate
+LAYERS = ["conv2", "fc"]
+
+
+def noise_stimuli(n: int = N_STIMULI) -> StimulusSet:
+    images = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return StimulusSet(f"noise{n}", pd.DataFrame({"stimulus_id": [f"s{i}" for i in range(n)]}), images)
+
+
+def seeded_model():
+    torch.manual_seed(0)
+    return build_model({"name": "small_cnn"})
+
+
+def assert_same_store(folder, reference):
+    assert read_meta(folder) == read_meta(reference)  # stimulus ids, layers, shapes, projection and the cache key
+    for name in read_meta(reference)["files"].values():
+        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_shares_are_whole_batches_without_padding():
+    assert shard_rows(37, 8, 2) == [(0, 16), (16, 37)]       # 5 batches: 2 + 3, the last one short
+    assert shard_rows(37, 8, 3) == [(0, 8), (8, 24), (24, 37)]
+    assert shard_rows(5, 8, 2) == [(0, 0), (0, 5)]           # fewer batches than ranks: a rank with nothing
+    for n, batch, world in [(37, 8, 2), (100, 7, 4), (3, 1, 5), (64, 64, 2)]:
+        shares = shard_rows(n, batch, world)
+        rows = [i for first, end in shares for i in range(first, end)]
+        assert rows == list(range(n))                          # every stimulus once, in order
+        assert all(first % batch == 0 for first, end in shares if end > first)  # the one-process batches
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from test_sharded_extraction import LAYERS, noise_stimuli, seeded_model
+    from workbench.features.sharded import extract_sharded
+
+    if __name__ == "__main__":
+        acts = extract_sharded(seeded_model(), noise_stimuli(), sys.argv[1], LAYERS, devices=2, accelerator="cpu",
+                               batch_size=8)
+        print(f"rank with {len(acts.stimulus_ids)} stimuli", flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_write_exactly_the_one_process_store(tmp_path):
+    script = tmp_path / "sharded_probe.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "sharded"), str(ROOT / "tests")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(f"rank with {N_STIMULI} stimuli") == 2  # both ranks return the merged store
+    assert "distributed_backend=gloo" in proc.stdout + proc.stderr
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank ran: the same kernels, so the same bits
+    try:
+        extract_activations(seeded_model(), noise_stimuli(), LAYERS, batch_size=8, progress=False,
+                            store=tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_store(tmp_path / "sharded", tmp_path / "one")
+    assert not shards_folder(tmp_path / "sharded").exists() and not (tmp_path / "sharded.partial").exists()
