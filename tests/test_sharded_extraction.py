@@ -82,3 +82,58 @@ def test_two_gloo_processes_write_exactly_the_one_process_store(tmp_path):
         torch.set_num_threads(threads)
     assert_same_store(tmp_path / "sharded", tmp_path / "one")
     assert not shards_folder(tmp_path / "sharded").exists() and not (tmp_path / "sharded.partial").exists()
+
+
+def test_one_process_through_lightning_writes_the_store_and_reuses_it(tmp_path):
+    model, stimuli = seeded_model(), noise_stimuli()
+    extract_activations(model, stimuli, LAYERS, batch_size=8, progress=False, store=tmp_path / "one")
+    stale = shards_folder(tmp_path / "sharded") / f"rows_{0:010d}_{16:010d}"
+    stale.mkdir(parents=True)  # a shard an interrupted run left: cleared, never merged
+    (stale / "meta.json").write_text("{}")
+    acts = extract_sharded(model, stimuli, tmp_path / "sharded", LAYERS, devices=1, accelerator="cpu", batch_size=8)
+    assert_same_store(tmp_path / "sharded", tmp_path / "one")
+    assert not shards_folder(tmp_path / "sharded").exists() and isinstance(acts["fc"], np.memmap)
+    assert not torch.distributed.is_initialized() and model.training  # its mode as it came
+    stamp = (tmp_path / "sharded" / "layer_000.npy").stat().st_mtime_ns
+    extract_sharded(model, stimuli, tmp_path / "sharded", LAYERS, devices=1, accelerator="cpu", batch_size=8)
+    assert (tmp_path / "sharded" / "layer_000.npy").stat().st_mtime_ns == stamp  # same key: reused as it is
+
+
+def test_an_interrupted_sharded_run_leaves_nothing_to_trust(tmp_path):
+    model, stimuli = seeded_model(), noise_stimuli()
+    calls = []
+
+    def fail_on_third_batch(module, inputs, output):  # as a full disk would, halfway through
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+
+    hook = model.conv1.register_forward_hook(fail_on_third_batch)
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            extract_sharded(model, stimuli, tmp_path / "s", LAYERS, devices=1, accelerator="cpu", batch_size=8)
+    finally:
+        hook.remove()
+    assert sorted(tmp_path.iterdir()) == []  # no store, no .partial store, no shards
+    assert not torch.distributed.is_initialized()
+
+
+def test_a_shard_of_another_extraction_is_refused(tmp_path):
+    from workbench.features.sharded import merge_shards
+
+    ids = [f"s{i}" for i in range(4)]
+    writer = StoreWriter(shards_folder(tmp_path / "s") / f"rows_{0:010d}_{4:010d}", ids, ["fc"], "another key")
+    writer.write("fc", 0, np.zeros((4, 3), np.float32))
+    writer.close({"fc": (3,)}, {"fc": None})
+    with pytest.raises(RuntimeError, match="not written by this extraction"):
+        merge_shards(tmp_path / "s", ids, ["fc"], "this key", [(0, 4)])
+    assert not is_store(tmp_path / "s") and not (tmp_path / "s.partial").exists()
+
+
+def test_bad_process_counts_are_named(tmp_path, monkeypatch):
+    model, stimuli = seeded_model(), noise_stimuli(4)
+    with pytest.raises(ValueError, match="devices must be a whole number >= 1"):
+        extract_sharded(model, stimuli, tmp_path / "s", ["fc"], devices=0)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ValueError, match="WORLD_SIZE=4 processes, but devices=2 x num_nodes=1"):
+        extract_sharded(model, stimuli, tmp_path / "s", ["fc"], devices=2)

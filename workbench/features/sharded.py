@@ -80,8 +80,9 @@ def _lightning_module_class():
     import lightning as L
 
     class ShardedExtraction(L.LightningModule):
-        """The predict loop of one rank: rank 0's weights broadcast to every rank, layer outputs hooked, each batch's
-        rows written into this rank's shard; at the end, rank 0 merges the shards into the store."""
+        """One rank's part: rank 0's weights and its decision (reuse the store, or extract) sent to every rank; the
+        rank's batches through the model with its layers hooked, their rows written into the rank's shard. What
+        follows the loop (merge, barriers) is in ``_finish``: a rank with no batches skips Lightning's loop hooks."""
 
         def __init__(self, model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess,
                      projection: _Projection, store: Path, plan: list[tuple[int, int]], batch_size: int,
@@ -90,13 +91,35 @@ def _lightning_module_class():
             self.model = model
             self.stimuli, self.layers, self.preprocess, self.projection = stimuli, layers, preprocess, projection
             self.store, self.plan, self.batch_size, self.num_workers = store, plan, batch_size, num_workers
-            self.writer = None
+            self.key, self.reuse, self.writer = None, False, None
             self.hooks: list = []
             self.captured: dict[str, torch.Tensor] = {}
             self.shapes: dict[str, tuple[int, ...]] = {}
 
-        def predict_dataloader(self):  # called once the rank is known
-            batches = _RankBatches(self.stimuli.images, self.plan[self.trainer.global_rank], self.batch_size)
+        @property
+        def rows(self) -> tuple[int, int]:
+            return (0, 0) if self.reuse else self.plan[self.trainer.global_rank]
+
+        def setup(self, stage: str) -> None:  # the process group is up, the model not yet on its device
+            from workbench.features.store import is_store, read_meta
+
+            strategy = self.trainer.strategy
+            if self.trainer.world_size > 1:  # every rank extracts with rank 0's weights (NCCL wants them on the GPU)
+                for tensor in self.model.state_dict().values():
+                    on_device = tensor.to(strategy.root_device)
+                    torch.distributed.broadcast(on_device, src=0)
+                    tensor.copy_(on_device)
+            decision = None
+            if self.trainer.is_global_zero:
+                key = store_key(self.model, self.stimuli, self.layers, self.preprocess, self.projection)
+                decision = (key, is_store(self.store) and read_meta(self.store).get("key") == key)
+                if not decision[1]:  # what an interrupted run left: nothing of it is trusted
+                    shutil.rmtree(shards_folder(self.store), ignore_errors=True)
+            self.key, self.reuse = strategy.broadcast(decision, src=0)
+            strategy.barrier("shards cleared")
+
+        def predict_dataloader(self):
+            batches = _RankBatches(self.stimuli.images, self.rows, self.batch_size)
             return torch.utils.data.DataLoader(batches, batch_size=None, num_workers=self.num_workers,
                                                collate_fn=_as_is)
 
@@ -104,19 +127,9 @@ def _lightning_module_class():
             from workbench.features.store import StoreWriter
             from workbench.models.hooks import register_layer_hooks
 
-            for tensor in self.model.state_dict().values():  # every rank extracts with rank 0's weights
-                if self.trainer.world_size > 1:
-                    torch.distributed.broadcast(tensor, src=0)
-            self.key = self.trainer.strategy.broadcast(
-                store_key(self.model, self.stimuli, self.layers, self.preprocess, self.projection)
-                if self.trainer.is_global_zero else None, src=0)
-            if self.trainer.is_global_zero:  # what an interrupted run left: nothing of it is trusted
-                shutil.rmtree(shards_folder(self.store), ignore_errors=True)
-            self.trainer.strategy.barrier("shards cleared")
-            rows = self.plan[self.trainer.global_rank]
-            if rows[1] > rows[0]:
-                self.writer = StoreWriter(_shard_path(self.store, rows), self.stimuli.stimulus_ids[rows[0]:rows[1]],
-                                          self.layers, self.key)
+            first, end = self.rows
+            self.writer = StoreWriter(_shard_path(self.store, self.rows), self.stimuli.stimulus_ids[first:end],
+                                      self.layers, self.key)
             self.hooks = register_layer_hooks(
                 self.model, {l: lambda m, i, o, l=l: self.captured.__setitem__(l, o) for l in self.layers},
                 "extraction")
@@ -125,19 +138,11 @@ def _lightning_module_class():
             start, images = batch
             self.captured.clear()
             self.model(self.preprocess(images, device=self.device))
-            first = self.plan[self.trainer.global_rank][0]
             for layer, rows in layer_rows(self.captured, self.layers, self.projection, self.shapes, start).items():
-                self.writer.write(layer, start - first, rows)
+                self.writer.write(layer, start - self.rows[0], rows)
 
         def on_predict_end(self) -> None:
             self.remove_hooks()
-            if self.writer is not None:
-                self.writer.close(self.shapes, {l: self.projection.info[l] for l in self.layers})
-                self.writer = None
-            self.trainer.strategy.barrier("shards written")
-            if self.trainer.is_global_zero:
-                merge_shards(self.store, self.stimuli.stimulus_ids, self.layers, self.key, self.plan)
-            self.trainer.strategy.barrier("store merged")  # no rank returns before the store is there
 
         def remove_hooks(self) -> None:
             for hook in self.hooks:
@@ -148,10 +153,27 @@ def _lightning_module_class():
             self.remove_hooks()
             if self.writer is not None:
                 self.writer.abort()
-            if self._trainer is not None and self.trainer.is_global_zero:  # the other ranks' shards are of no use to a rerun either
+            if self._trainer is not None and self.trainer.is_global_zero:  # the others' shards are no use either
                 shutil.rmtree(shards_folder(self.store), ignore_errors=True)
 
     return ShardedExtraction
+
+
+def _finish(module, trainer) -> Activations:
+    """After the predict loop, in every rank: the rank's shard closed; rank 0 merges the shards into the store; every
+    rank opens the store before any goes on (so rank 0 may move or delete it afterwards)."""
+    from workbench.features.store import open_store
+
+    if module.writer is not None:
+        module.writer.close(module.shapes, {l: module.projection.info[l] for l in module.layers})
+        module.writer = None
+    trainer.strategy.barrier("shards written")
+    if trainer.is_global_zero and not module.reuse:
+        merge_shards(module.store, module.stimuli.stimulus_ids, module.layers, module.key, module.plan)
+    trainer.strategy.barrier("store merged")
+    activations = open_store(module.store)
+    trainer.strategy.barrier("store opened")
+    return activations
 
 
 def merge_shards(store: str | os.PathLike, stimulus_ids, layers: list[str], key: str,
@@ -212,8 +234,6 @@ def extract_sharded(model: nn.Module, stimuli, store: str | os.PathLike, layers:
     """
     import lightning as L
 
-    from workbench.features.store import is_store, open_store, read_meta
-
     _check_world(devices, num_nodes)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -222,8 +242,6 @@ def extract_sharded(model: nn.Module, stimuli, store: str | os.PathLike, layers:
     layers = resolve_layers(model, layers)
     projection = _Projection(projection_dim, projection_seed, reduction)
     store = Path(store)
-    if is_store(store) and read_meta(store).get("key") == store_key(model, stimuli, layers, preprocess, projection):
-        return open_store(store)
     plan = shard_rows(len(stimuli), batch_size, devices * num_nodes)
     module = _lightning_module_class()(model, stimuli, layers, preprocess, projection, store, plan, batch_size,
                                        num_workers)
@@ -236,6 +254,7 @@ def extract_sharded(model: nn.Module, stimuli, store: str | os.PathLike, layers:
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*predict returned None.*")  # the rows go to the shard, not back
             trainer.predict(module, return_predictions=False)
+        return _finish(module, trainer)
     except BaseException:
         module.abort()
         raise
@@ -243,7 +262,6 @@ def extract_sharded(model: nn.Module, stimuli, store: str | os.PathLike, layers:
         model.train(was_training)
         if started_group and _group_is_up():  # gloo's threads abort the interpreter at exit if the group lives on
             torch.distributed.destroy_process_group()
-    return open_store(store)
 
 
 def _group_is_up() -> bool:
