@@ -137,3 +137,44 @@ def test_bad_process_counts_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ValueError, match="WORLD_SIZE=4 processes, but devices=2 x num_nodes=1"):
         extract_sharded(model, stimuli, tmp_path / "s", ["fc"], devices=2)
+
+
+def test_a_bad_process_count_in_the_config_is_named():
+    from conftest import TINY_OVERRIDES, compose_config
+    from workbench.config import ConfigError
+    from workbench.pipeline import resolve_config
+
+    for override, message in [("extract.devices=0", "extract.devices must be >= 1, got 0"),
+                              ("extract.num_nodes=two", "extract.num_nodes should be an integer, got 'two'")]:
+        with pytest.raises(ConfigError, match=message):
+            resolve_config(compose_config([*TINY_OVERRIDES, "stages=[extract]", override]))
+
+
+@pytest.mark.slow
+def test_the_extract_stage_over_two_processes_writes_the_one_process_activations(tmp_path, data_root):
+    from conftest import TINY_OVERRIDES, compose_config
+    from workbench.pipeline import run_pipeline
+    from workbench.run import RunDir
+
+    stage = ["preset=tiny", "stages=[extract]", "extract.stimulus_sets=[kriegeskorte92]", "extract.layers=[conv2,fc]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WORKBENCH_RESULTS": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "workbench", *stage, "extract.devices=2",
+                           f"run_dir={tmp_path / 'two'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting with 2 processes" in proc.stdout + proc.stderr
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank ran
+    try:
+        one = RunDir(tmp_path / "one")
+        run_pipeline(compose_config([*TINY_OVERRIDES, *stage[1:]]), one, log=lambda _msg: None)
+    finally:
+        torch.set_num_threads(threads)
+    two = RunDir(tmp_path / "two")
+    sharded, reference = two.load_activations("kriegeskorte92"), one.load_activations("kriegeskorte92")
+    assert sharded.layers == reference.layers == ["conv2", "fc"]
+    for layer in reference:
+        np.testing.assert_array_equal(sharded[layer], reference[layer])
+    section = json.loads((two.path / "metrics.json").read_text())["extract"]["stimulus_sets"]["kriegeskorte92"]
+    assert section["processes"] == 2 and section["storage"] == "npz"
+    assert list((two.path / "cache" / "activations" / "keyed").iterdir()) == []  # no store, no shards left
