@@ -19,8 +19,26 @@ from workbench.features.sharded import extract_sharded, shard_rows, shards_folde
 from workbench.features.store import StoreWriter, is_store, read_meta
 from workbench.models import build_model
 
+# what Lightning's launcher writes into os.environ, even for one process: a later subprocess must not inherit it
+LAUNCHER_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RANK")
 N_STIMULI = 37  # odd: two ranks cannot get equal shares, where a DistributedSampler would pad with a duplicate
 LAYERS = ["conv2", "fc"]
+
+
+@pytest.fixture(autouse=True)
+def launcher_environment_restored():
+    before = {name: os.environ.get(name) for name in LAUNCHER_VARIABLES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def clean_env(**extra) -> dict:
+    return {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(ROOT), **extra}
 
 
 def noise_stimuli(n: int = N_STIMULI) -> StimulusSet:
@@ -67,9 +85,8 @@ SCRIPT = textwrap.dedent("""
 def test_two_gloo_processes_write_exactly_the_one_process_store(tmp_path):
     script = tmp_path / "sharded_probe.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "sharded"), str(ROOT / "tests")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count(f"rank with {N_STIMULI} stimuli") == 2  # both ranks return the merged store
     assert "distributed_backend=gloo" in proc.stdout + proc.stderr
@@ -94,6 +111,7 @@ def test_one_process_through_lightning_writes_the_store_and_reuses_it(tmp_path):
     assert_same_store(tmp_path / "sharded", tmp_path / "one")
     assert not shards_folder(tmp_path / "sharded").exists() and isinstance(acts["fc"], np.memmap)
     assert not torch.distributed.is_initialized() and model.training  # its mode as it came
+    assert "WORLD_SIZE" not in os.environ  # a later call with devices=2 launches its processes again
     stamp = (tmp_path / "sharded" / "layer_000.npy").stat().st_mtime_ns
     extract_sharded(model, stimuli, tmp_path / "sharded", LAYERS, devices=1, accelerator="cpu", batch_size=8)
     assert (tmp_path / "sharded" / "layer_000.npy").stat().st_mtime_ns == stamp  # same key: reused as it is
@@ -157,7 +175,7 @@ def test_the_extract_stage_over_two_processes_writes_the_one_process_activations
     from workbench.run import RunDir
 
     stage = ["preset=tiny", "stages=[extract]", "extract.stimulus_sets=[kriegeskorte92]", "extract.layers=[conv2,fc]"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WORKBENCH_RESULTS": str(tmp_path)}
+    env = clean_env(WORKBENCH_RESULTS=str(tmp_path))
     proc = subprocess.run([sys.executable, "-m", "workbench", *stage, "extract.devices=2",
                            f"run_dir={tmp_path / 'two'}"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)

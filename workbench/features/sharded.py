@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable
 
+import lightning as L
 import numpy as np
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ from torch import nn
 from workbench.features.extract import (Activations, _Projection, layer_rows, resolve_layers, store_key)
 from workbench.features.preprocess import Preprocess
 
-__all__ = ["extract_sharded", "shard_rows", "merge_shards"]
+__all__ = ["ShardedExtraction", "extract_sharded", "merge_shards", "shard_rows"]
 
 MERGE_BLOCK_BYTES = 64 * 2**20  # rows copied per read/write in the merge: memory stays flat in the number of stimuli
 
@@ -76,87 +77,82 @@ def _as_is(item):
     return item
 
 
-def _lightning_module_class():
-    import lightning as L
+class ShardedExtraction(L.LightningModule):
+    """One rank's part: rank 0's weights and its decision (reuse the store, or extract) sent to every rank; the
+    rank's batches through the model with its layers hooked, their rows written into the rank's shard. What
+    follows the loop (merge, barriers) is in ``_finish``: a rank with no batches skips Lightning's loop hooks."""
 
-    class ShardedExtraction(L.LightningModule):
-        """One rank's part: rank 0's weights and its decision (reuse the store, or extract) sent to every rank; the
-        rank's batches through the model with its layers hooked, their rows written into the rank's shard. What
-        follows the loop (merge, barriers) is in ``_finish``: a rank with no batches skips Lightning's loop hooks."""
+    def __init__(self, model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess,
+                 projection: _Projection, store: Path, plan: list[tuple[int, int]], batch_size: int,
+                 num_workers: int):
+        super().__init__()
+        self.model = model
+        self.stimuli, self.layers, self.preprocess, self.projection = stimuli, layers, preprocess, projection
+        self.store, self.plan, self.batch_size, self.num_workers = store, plan, batch_size, num_workers
+        self.key, self.reuse, self.writer = None, False, None
+        self.hooks: list = []
+        self.captured: dict[str, torch.Tensor] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
 
-        def __init__(self, model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess,
-                     projection: _Projection, store: Path, plan: list[tuple[int, int]], batch_size: int,
-                     num_workers: int):
-            super().__init__()
-            self.model = model
-            self.stimuli, self.layers, self.preprocess, self.projection = stimuli, layers, preprocess, projection
-            self.store, self.plan, self.batch_size, self.num_workers = store, plan, batch_size, num_workers
-            self.key, self.reuse, self.writer = None, False, None
-            self.hooks: list = []
-            self.captured: dict[str, torch.Tensor] = {}
-            self.shapes: dict[str, tuple[int, ...]] = {}
+    @property
+    def rows(self) -> tuple[int, int]:
+        return (0, 0) if self.reuse else self.plan[self.trainer.global_rank]
 
-        @property
-        def rows(self) -> tuple[int, int]:
-            return (0, 0) if self.reuse else self.plan[self.trainer.global_rank]
+    def setup(self, stage: str) -> None:  # the process group is up, the model not yet on its device
+        from workbench.features.store import is_store, read_meta
 
-        def setup(self, stage: str) -> None:  # the process group is up, the model not yet on its device
-            from workbench.features.store import is_store, read_meta
-
-            strategy = self.trainer.strategy
-            if self.trainer.world_size > 1:  # every rank extracts with rank 0's weights (NCCL wants them on the GPU)
-                for tensor in self.model.state_dict().values():
-                    on_device = tensor.to(strategy.root_device)
-                    torch.distributed.broadcast(on_device, src=0)
-                    tensor.copy_(on_device)
-            decision = None
-            if self.trainer.is_global_zero:
-                key = store_key(self.model, self.stimuli, self.layers, self.preprocess, self.projection)
-                decision = (key, is_store(self.store) and read_meta(self.store).get("key") == key)
-                if not decision[1]:  # what an interrupted run left: nothing of it is trusted
-                    shutil.rmtree(shards_folder(self.store), ignore_errors=True)
-            self.key, self.reuse = strategy.broadcast(decision, src=0)
-            strategy.barrier("shards cleared")
-
-        def predict_dataloader(self):
-            batches = _RankBatches(self.stimuli.images, self.rows, self.batch_size)
-            return torch.utils.data.DataLoader(batches, batch_size=None, num_workers=self.num_workers,
-                                               collate_fn=_as_is)
-
-        def on_predict_start(self) -> None:
-            from workbench.features.store import StoreWriter
-            from workbench.models.hooks import register_layer_hooks
-
-            first, end = self.rows
-            self.writer = StoreWriter(_shard_path(self.store, self.rows), self.stimuli.stimulus_ids[first:end],
-                                      self.layers, self.key)
-            self.hooks = register_layer_hooks(
-                self.model, {l: lambda m, i, o, l=l: self.captured.__setitem__(l, o) for l in self.layers},
-                "extraction")
-
-        def predict_step(self, batch, batch_idx):
-            start, images = batch
-            self.captured.clear()
-            self.model(self.preprocess(images, device=self.device))
-            for layer, rows in layer_rows(self.captured, self.layers, self.projection, self.shapes, start).items():
-                self.writer.write(layer, start - self.rows[0], rows)
-
-        def on_predict_end(self) -> None:
-            self.remove_hooks()
-
-        def remove_hooks(self) -> None:
-            for hook in self.hooks:
-                hook.remove()
-            self.hooks = []
-
-        def abort(self) -> None:
-            self.remove_hooks()
-            if self.writer is not None:
-                self.writer.abort()
-            if self._trainer is not None and self.trainer.is_global_zero:  # the others' shards are no use either
+        strategy = self.trainer.strategy
+        if self.trainer.world_size > 1:  # every rank extracts with rank 0's weights (NCCL wants them on the GPU)
+            for tensor in self.model.state_dict().values():
+                on_device = tensor.to(strategy.root_device)
+                torch.distributed.broadcast(on_device, src=0)
+                tensor.copy_(on_device)
+        decision = None
+        if self.trainer.is_global_zero:
+            key = store_key(self.model, self.stimuli, self.layers, self.preprocess, self.projection)
+            decision = (key, is_store(self.store) and read_meta(self.store).get("key") == key)
+            if not decision[1]:  # what an interrupted run left: nothing of it is trusted
                 shutil.rmtree(shards_folder(self.store), ignore_errors=True)
+        self.key, self.reuse = strategy.broadcast(decision, src=0)
+        strategy.barrier("shards cleared")
 
-    return ShardedExtraction
+    def predict_dataloader(self):
+        batches = _RankBatches(self.stimuli.images, self.rows, self.batch_size)
+        return torch.utils.data.DataLoader(batches, batch_size=None, num_workers=self.num_workers,
+                                           collate_fn=_as_is)
+
+    def on_predict_start(self) -> None:
+        from workbench.features.store import StoreWriter
+        from workbench.models.hooks import register_layer_hooks
+
+        first, end = self.rows
+        self.writer = StoreWriter(_shard_path(self.store, self.rows), self.stimuli.stimulus_ids[first:end],
+                                  self.layers, self.key)
+        self.hooks = register_layer_hooks(
+            self.model, {l: lambda m, i, o, l=l: self.captured.__setitem__(l, o) for l in self.layers},
+            "extraction")
+
+    def predict_step(self, batch, batch_idx):
+        start, images = batch
+        self.captured.clear()
+        self.model(self.preprocess(images, device=self.device))
+        for layer, rows in layer_rows(self.captured, self.layers, self.projection, self.shapes, start).items():
+            self.writer.write(layer, start - self.rows[0], rows)
+
+    def on_predict_end(self) -> None:
+        self.remove_hooks()
+
+    def remove_hooks(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks = []
+
+    def abort(self) -> None:
+        self.remove_hooks()
+        if self.writer is not None:
+            self.writer.abort()
+        if self._trainer is not None and self.trainer.is_global_zero:  # the others' shards are no use either
+            shutil.rmtree(shards_folder(self.store), ignore_errors=True)
 
 
 def _finish(module, trainer) -> Activations:
@@ -232,8 +228,6 @@ def extract_sharded(model: nn.Module, stimuli, store: str | os.PathLike, layers:
     script started once per rank: Lightning starts the other ranks itself when the launcher has not); rank 0's
     weights are used. Returns the store, read lazily, in every rank. A store with the same key is reused as it is.
     """
-    import lightning as L
-
     _check_world(devices, num_nodes)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -243,12 +237,13 @@ def extract_sharded(model: nn.Module, stimuli, store: str | os.PathLike, layers:
     projection = _Projection(projection_dim, projection_seed, reduction)
     store = Path(store)
     plan = shard_rows(len(stimuli), batch_size, devices * num_nodes)
-    module = _lightning_module_class()(model, stimuli, layers, preprocess, projection, store, plan, batch_size,
+    module = ShardedExtraction(model, stimuli, layers, preprocess, projection, store, plan, batch_size,
                                        num_workers)
     trainer = L.Trainer(strategy="ddp", accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                         precision="32-true", logger=False, enable_checkpointing=False, enable_model_summary=False,
                         enable_progress_bar=False, use_distributed_sampler=False, default_root_dir=store.parent)
     was_training, started_group = model.training, not _group_is_up()
+    launcher_env = {name: os.environ.get(name) for name in _LAUNCHER_VARIABLES}
     try:
         with warnings.catch_warnings():  # "consider more num_workers": decoding workers are extract.num_workers
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -262,6 +257,20 @@ def extract_sharded(model: nn.Module, stimuli, store: str | os.PathLike, layers:
         model.train(was_training)
         if started_group and _group_is_up():  # gloo's threads abort the interpreter at exit if the group lives on
             torch.distributed.destroy_process_group()
+        if devices * num_nodes == 1:  # nobody to launch again: a later call in this process must not see a group
+            _restore_environment(launcher_env)
+
+
+# what Lightning's launcher writes into os.environ when it starts the processes (even for one process)
+_LAUNCHER_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _restore_environment(before: dict) -> None:
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _group_is_up() -> bool:
