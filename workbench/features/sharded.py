@@ -42,7 +42,8 @@ MERGE_BLOCK_BYTES = 64 * 2**20  # rows copied per read/write in the merge: memor
 
 def shard_rows(n_stimuli: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
     """Per rank, the (first, end) rows it extracts: contiguous runs of whole batches of ``batch_size``, as even as
-    whole batches allow (a rank gets (0, 0)... an empty range when there are fewer batches than ranks)."""
+    whole batches allow. With fewer batches than ranks some ranges are empty (first == end): those ranks extract
+    nothing and write no shard."""
     n_batches = -(-n_stimuli // batch_size)
     edges = [min(n_stimuli, (r * n_batches // world_size) * batch_size) for r in range(world_size + 1)]
     return [(edges[r], edges[r + 1]) for r in range(world_size)]
