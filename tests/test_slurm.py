@@ -120,7 +120,8 @@ def _hash_logged_by(log: Path) -> str:
 def test_ddp_over_two_slurm_tasks_trains_once_and_writes_one_run(slurm_cluster, tmp_path):
     sweep = tmp_path / "sweep"
     _workbench([*LAUNCHER, *SMALL, "trainer=ddp_sim", "seed=0", "stages=[train,extract]",
-                "extract.stimulus_sets=[kriegeskorte92]", f"sweep_dir={sweep}"], slurm_cluster, tmp_path, "DDP job")
+                "extract.stimulus_sets=[kriegeskorte92]", "extract.devices=2", f"sweep_dir={sweep}"], slurm_cluster,
+               tmp_path, "DDP job")
     (job,) = [p for p in (sweep / ".submitit").iterdir() if p.is_dir()]
     submission = next(job.glob("*_submission.sh")).read_text()
     assert "--ntasks-per-node=2" in submission and "--gpus-per-node=0" in submission  # from trainer.devices
@@ -132,6 +133,11 @@ def test_ddp_over_two_slurm_tasks_trains_once_and_writes_one_run(slurm_cluster, 
     rank1 = (job / f"{job.name}_1_log.out").read_text()
     assert "[workbench] extract" not in rank1 and "[workbench] extract" in (run / "workbench.log").read_text()
     assert "rank 1 of 2" not in (run / "workbench.log").read_text()  # rank 1 logs to its own task log only
+    # extract.devices=2: rank 1 joined the extraction too (a second process group), and wrote no run file
+    rank1_lightning = rank1 + (job / f"{job.name}_1_log.err").read_text()
+    assert rank1_lightning.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2
+    assert metrics["extract"]["stimulus_sets"]["kriegeskorte92"]["processes"] == 2
+    assert not list((run / "cache" / "activations").glob("*.shards"))
     assert (run / ".hydra" / "overrides.yaml").is_file() and (run / "checkpoints" / "model.pt").is_file()
 
 

@@ -133,7 +133,7 @@ def run_pipeline(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None =
 
     force = force or bool(cfg.get("force"))
     if not is_rank_zero():  # an extra DDP rank: it trains with rank 0 and leaves the run folder to it
-        return _train_as_extra_rank(cfg, run, stages, force, log)
+        return _run_as_extra_rank(cfg, run, stages, force, log)
     cfg = _with_source_model(cfg, log)
     cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
     todo = [s for s in stage_order() if s in cfg["stages"]]
@@ -221,14 +221,20 @@ def _record_failure(name: str, err: BaseException, run: RunDir, todo: list[str],
         _partial_report(run, log)
 
 
-def _train_as_extra_rank(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None, force: bool,
+def _run_as_extra_rank(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None, force: bool,
                          log: Callable[[str], None]) -> dict[str, Any]:
     """A DDP rank other than 0 runs the train stage exactly when rank 0 does (same config, same run folder) and
-    writes nothing: rank 0 saves the model, runs the later stages and writes the run once. Returns {}."""
+    writes nothing: rank 0 saves the model, runs the later stages and writes the run once. When extraction is split
+    over processes it runs the extract stage with rank 0 too, writing only its shards. Returns {}."""
     cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
     check_resumable(run, cfg, force)  # rank 0 refuses this call too: do not wait for it in a process group
     if "train" in cfg["stages"] and not cfg.get("from_run") and (force or not run.has_stage("train")):
         run_stage("train", cfg, run, log)
+    # extraction over several processes (extract.devices x num_nodes > 1): this rank extracts its shards with rank 0
+    extract = cfg.get("extract") or {}
+    if "extract" in cfg["stages"] and extract.get("devices", 1) * extract.get("num_nodes", 1) > 1 and \
+            (force or not run.has_stage("extract")):
+        run_stage("extract", cfg, run, log)
     return {}
 
 

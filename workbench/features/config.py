@@ -28,6 +28,11 @@ class ExtractConfig:
     # back lazily as memory maps): RAM stays flat in the number of stimuli. 0 = always; null = never (in memory)
     store_above: int | None = bounded(20000, min=0)
     num_workers: int = bounded(0, min=0)            # DataLoader workers decoding a lazy (file-backed) stimulus set
+    # processes per node (GPUs, or CPU processes) and nodes that extract together (features.sharded: Lightning
+    # Trainer.predict with DDP, one shard per process, merged by rank 0). 1 x 1 = in this process. Under DDP
+    # training (trainer=ddp, a SLURM job with several tasks) set them to trainer.devices and trainer.num_nodes
+    devices: int = bounded(1, min=1)
+    num_nodes: int = bounded(1, min=1)
 
     def __post_init__(self):
         if self.reduction not in ("gaussian", "sparse", "pool"):
@@ -41,3 +46,8 @@ class ExtractConfig:
             raise ConfigError(f"stimulus_sets lists {repeated} more than once")
         if self.layers is not None and not self.layers:
             raise ConfigError("layers is an empty list; name at least one layer, or null for every named layer")
+
+    @property
+    def processes(self) -> int:
+        """How many processes extract (``devices`` x ``num_nodes``); more than one: every DDP rank takes part."""
+        return self.devices * self.num_nodes

@@ -200,12 +200,19 @@ def _extract_to_store(model: nn.Module, stimuli, layers: list[str], preprocess: 
                       num_workers: int = 0) -> Activations:
     from workbench.features.store import is_store, open_store, read_meta
 
-    key = sha256_bytes(*(_cache_key(weights_hash(model), stimuli, layer, preprocess, projection.key, projection.seed)
-                         for layer in layers))[:32]
+    key = store_key(model, stimuli, layers, preprocess, projection)
     if is_store(folder) and read_meta(folder).get("key") == key:  # made from these weights, images and settings
         return open_store(folder)
     return _forward(model, stimuli, layers, preprocess, batch_size, device, projection, progress,
                     sink=_OnDisk(folder, stimuli, layers, key), num_workers=num_workers)
+
+
+def store_key(model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess, projection: "_Projection") -> str:
+    """The key a store records (``meta.json``): its layers' cache keys (weights, images, ids, preprocessing,
+    projection) together; a store with the same key is reused as it is."""
+    model_hash = weights_hash(model)
+    return sha256_bytes(*(_cache_key(model_hash, stimuli, layer, preprocess, projection.key, projection.seed)
+                          for layer in layers))[:32]
 
 
 REDUCTIONS = ("gaussian", "sparse", "pool")
@@ -315,17 +322,7 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
             x = preprocess(images, device=device)
             captured.clear()
             model(x)
-            for l in layers:
-                out = captured.get(l)
-                if not isinstance(out, torch.Tensor):
-                    raise TypeError(f"layer {l!r} returned {type(out).__name__}, not a tensor; pick a module "
-                                    f"whose output is a single tensor")
-                pooled = projection.kind == "pool" and out.ndim == 4
-                shapes.setdefault(l, (out.shape[1],) if pooled else tuple(out.shape[1:]))
-                rows = projection(l, out.float()).cpu().numpy().astype(np.float32)
-                if not np.isfinite(rows).all():
-                    raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations (stimuli from "
-                                             f"{start}): check the model weights and the preprocessing")
+            for l, rows in layer_rows(captured, layers, projection, shapes, start).items():
                 sink.write(l, start, rows)
     except BaseException:
         sink.abort()
@@ -335,3 +332,23 @@ def _forward(model: nn.Module, stimuli, layers: list[str], preprocess: Preproces
             h.remove()
         model.train(was_training)
     return sink.close(stimuli, shapes, {l: projection.info[l] for l in layers})
+
+
+def layer_rows(captured: dict[str, torch.Tensor], layers: list[str], projection: _Projection,
+               shapes: dict[str, tuple[int, ...]], start: int) -> dict[str, np.ndarray]:
+    """One batch's stored features per layer, from the hooked outputs in ``captured`` (``shapes`` gets each layer's
+    unit shape at its first batch): shared by the one-process loop and the sharded one (``features.sharded``), so
+    both compute every row with the same operations."""
+    rows: dict[str, np.ndarray] = {}
+    for l in layers:
+        out = captured.get(l)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"layer {l!r} returned {type(out).__name__}, not a tensor; pick a module "
+                            f"whose output is a single tensor")
+        pooled = projection.kind == "pool" and out.ndim == 4
+        shapes.setdefault(l, (out.shape[1],) if pooled else tuple(out.shape[1:]))
+        rows[l] = projection(l, out.float()).cpu().numpy().astype(np.float32)
+        if not np.isfinite(rows[l]).all():
+            raise FloatingPointError(f"layer {l!r} produced NaN or infinite activations (stimuli from "
+                                     f"{start}): check the model weights and the preprocessing")
+    return rows
