@@ -163,3 +163,30 @@ def test_sweep_stability_files_and_report_section(tmp_path):
     assert (tmp_path / "sweep" / "figures" / "sweep_hallmarks_maps.pdf").is_file()
     html = hallmarks_section_html(hallmarks, files["figure"])
     assert "Patch location stability" in html and "data:image/png;base64," in html
+
+
+def test_on_a_real_tiny_run_and_its_copy(tiny_run, tmp_path):
+    """The session's tiny run and a copy of it as a second seed: the orientation map recomputed from the checkpoint
+    has the pinwheels the topography stage counted, and the two identical runs' maps are stable (r = 1)."""
+    import shutil
+
+    source, metrics = tiny_run[0].path, tiny_run[1]
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"seed={seed}"
+        for name in ("config.yaml", "metrics.json", "checkpoints/model.pt", "cache/topography/selectivity.npz"):
+            (run / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source / name, run / name)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["seed"] = seed
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        runs.append(run)
+    hallmarks = analyse_hallmarks(runs, n_shifts=20)
+    first = hallmarks.runs[0]
+    layer = first.orientation_layer
+    assert len(first.orientation["centres"]) == metrics["topography"]["orientation"][layer]["n_pinwheels"]
+    assert math.isfinite(first.values["orientation_morans_i"]) and math.isfinite(first.values["test_accuracy"])
+    accuracy = hallmarks.table[hallmarks.table["quantity"] == "test_accuracy"].iloc[0]
+    assert accuracy["n"] == 2 and accuracy["ci_low"] == accuracy["mean"] == accuracy["ci_high"]  # identical seeds
+    assert len(hallmarks.stability) == len(first.categories) > 0
+    assert np.allclose(hallmarks.stability["r"], 1.0) and np.allclose(hallmarks.stability["dice_top"], 1.0)

@@ -719,7 +719,8 @@ def hallmarks_section_html(hallmarks: HallmarkSweep, figure: Path | None) -> str
     else:
         head = ["weight", "category", "seed pairs", "t-map r (null)", "Dice top 10% (null)", "Dice patches (null)"]
         fmt = lambda r, k: ('<span class="na">missing</span>' if pd.isna(r[k]) else
-                            f"{H.format_number(r[k])} ({H.format_number(r[k + '_null'])}, p={H.format_number(r[k + '_p'])})")
+                            f"{H.format_number(r[k])} (null {H.format_number(r[k + '_null'])}; "
+                            f"mean p {H.format_number(r[k + '_p'])})")
         parts.append(_matrix(head, [[H.esc(str(r["weight"])), H.esc(r["category"]), str(int(r["n_pairs"])),
                                      fmt(r, "r"), fmt(r, "dice_top"), fmt(r, "dice_patches")]
                                     for _, r in summary.iterrows()]))
