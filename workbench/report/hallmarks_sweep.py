@@ -114,9 +114,13 @@ def _specificity(metrics: Mapping[str, Any], category: str) -> tuple[dict[str, A
     if kind is None:
         return None, ""
     entry = by_kind[kind]
+    undefined = []
     for measure in ("cifar", "responses92"):
         if isinstance(entry.get(measure), Mapping) and math.isfinite(_number(entry[measure].get("specificity_ratio"))):
-            return entry[measure], f"{kind}/{measure}"
+            return entry[measure], f"{kind}/{measure}" + (f" ({', '.join(undefined)} ratio undefined)"
+                                                         if undefined else "")
+        if isinstance(entry.get(measure), Mapping):
+            undefined.append(measure)  # random lesions did not damage the target: a ratio over ~0 means nothing
     return None, f"{kind}: no finite specificity ratio"
 
 
@@ -184,6 +188,9 @@ def run_hallmarks(path: str | os.PathLike, *, orientation: bool = True) -> RunHa
                        "interventional_alignment_ci_low": low, "interventional_alignment_ci_high": high})
     if "skipped" in ia:
         out.notes["interventional_alignment"] = str(ia["skipped"])
+    elif ia and math.isnan(out.values["interventional_alignment"]):
+        out.notes["interventional_alignment"] = (f"undefined: {ia.get('n_sites_undefined')} of {ia.get('n_sites')} "
+                                                 "sites had a flat selectivity or deficit profile")
 
     orientation_section = _get(metrics, "topography", "orientation") or {}
     out.orientation_layer = next(iter(orientation_section), None)
