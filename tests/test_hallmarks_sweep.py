@@ -49,7 +49,11 @@ def fake_run(folder, weight, seed, accuracy=0.5, ratio=1.2, ratio_ci=(1.0, 1.4),
                                                              "specificity_ratio_ci": [8.0, 10.0]}},
             "disk_peak": {"control": "random_disk", "responses92": {"specificity_ratio": ratio,
                                                                     "specificity_ratio_ci": list(ratio_ci)}}}},
-            "interventional_alignment": {"score": alignment, "score_ci": [alignment - 0.1, alignment + 0.1]}}
+            "interventional_alignment": {"score": alignment, "score_ci": [alignment - 0.1, alignment + 0.1]},
+            "lesion_sizes": [0.05, 0.2], "selections": {"disk_peak": "random_disk", "top_k": "random"},
+            "sweep": {"face": {"response_change_target": {"disk_peak": [0.3, 0.6], "top_k": [0.5, 0.5],
+                                                          "random_disk": [[0.1, 0.2], [0.1, 0.4]],
+                                                          "random": [[0.0, 0.0], [0.0, 0.0]]}}}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     if face_map is not None:
         (folder / "cache" / "topography").mkdir(parents=True)
@@ -88,6 +92,9 @@ def test_table_means_and_t_intervals_over_seeds_and_missing_values(tmp_path):
     runs_frame = hallmarks.runs_frame.set_index("run")
     assert runs_frame.loc["w0s0", "face.patch_area_mm2"] == 0.5 and runs_frame.loc["w2s0", "face.patch_area_mm2"] == 0
     assert runs_frame.loc["w0s0", "wall_time_s"] == 17.5 and runs_frame.loc["w0s2", "wall_time_s"] == 15.0
+    # the ratio at each lesion size: the patch lesion's damage over its controls' mean (0.3 / 0.1, 0.6 / 0.3)
+    assert runs_frame.loc["w0s0", "face.specificity_ratio@0.05"] == pytest.approx(3.0)
+    assert _row(table, 0.0, "face.specificity_ratio@0.2")["mean"] == pytest.approx(2.0)
     # without a checkpoint there is no orientation map: Moran's I of it is missing, with the reason
     assert math.isnan(runs_frame.loc["w0s0", "orientation_morans_i"])
     html = hallmarks_section_html(hallmarks, None)
@@ -189,4 +196,11 @@ def test_on_a_real_tiny_run_and_its_copy(tiny_run, tmp_path):
     accuracy = hallmarks.table[hallmarks.table["quantity"] == "test_accuracy"].iloc[0]
     assert accuracy["n"] == 2 and accuracy["ci_low"] == accuracy["mean"] == accuracy["ci_high"]  # identical seeds
     assert len(hallmarks.stability) == len(first.categories) > 0
+    # from the size curves, the ratio at the main size is the stage's own specificity ratio
+    intervene = metrics["intervene"]
+    for category in first.categories:
+        entry = intervene["specificity"][category]["disk_peak"]["responses92"]
+        if first.notes.get(f"{category}.specificity_ratio") == "disk_peak/responses92":
+            assert first.values[f"{category}.specificity_ratio@{intervene['main_size']:g}"] == pytest.approx(
+                entry["specificity_ratio"])
     assert np.allclose(hallmarks.stability["r"], 1.0) and np.allclose(hallmarks.stability["dice_top"], 1.0)

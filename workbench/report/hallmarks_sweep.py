@@ -15,7 +15,8 @@ stages wrote, never recomputed differently:
 - ``intervene.specificity.<category>.<selection>.<measure>``: the lesion specificity ratio (selective lesion's
   target deficit / the size-matched random lesions' deficit) with the bootstrap CI the intervene stage computed
   (``disk_peak``, the patch-like lesion, when it ran; the CIFAR-10 measure where the category has target classes,
-  else the response change, as the intervene headline chooses);
+  else the response change, as the intervene headline chooses), and the same ratio at every lesion size from the
+  stage's size curves ``intervene.sweep.<category>`` (``<category>.specificity_ratio@<fraction of units>``);
 - ``intervene.interventional_alignment``: score and its bootstrap CI; ``train.test_accuracy``;
 - wall time: the sum of every stage's ``seconds`` in metrics.json (the time each stage took when it ran).
 
@@ -124,6 +125,31 @@ def _specificity(metrics: Mapping[str, Any], category: str) -> tuple[dict[str, A
     return None, f"{kind}: no finite specificity ratio"
 
 
+_CURVE_OF_MEASURE = {"cifar": "cifar_target_deficit", "responses92": "response_change_target"}
+
+
+def size_ratios(metrics: Mapping[str, Any], category: str, measure: str) -> dict[float, float]:
+    """The patch lesion's target deficit over the mean deficit of its size-matched controls at every lesion size
+    (from the intervene stage's size curves; at the main size this is its specificity ratio), by size fraction.
+    NaN where the controls did no damage (as the stage's ratio)."""
+    from workbench.intervention.scoring import _RATIO_MIN_DENOMINATOR
+
+    intervene = metrics.get("intervene") or {}
+    sizes = intervene.get("lesion_sizes") or []
+    controls = intervene.get("selections") or {}
+    curves = _get(intervene, "sweep", category, _CURVE_OF_MEASURE.get(measure, "")) or {}
+    kind = PATCH_SELECTION if PATCH_SELECTION in curves else next(iter(controls), None)
+    if kind not in curves or controls.get(kind) not in curves:
+        return {}
+    selective = np.asarray([_number(v) for v in curves[kind]])
+    control = np.asarray([[_number(v) for v in row] for row in curves[controls[kind]]]).mean(0)
+    if selective.shape != (len(sizes),) or control.shape != (len(sizes),):
+        return {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(control > _RATIO_MIN_DENOMINATOR, selective / control, np.nan)
+    return {float(size): float(r) for size, r in zip(sizes, ratios)}
+
+
 def _interval(values: Any) -> tuple[float, float]:
     if isinstance(values, (list, tuple)) and len(values) == 2:
         return _number(values[0]), _number(values[1])
@@ -167,6 +193,10 @@ def _lesion_values(metrics: Mapping[str, Any], category: str) -> tuple[dict[str,
     low, high = _interval((entry or {}).get("specificity_ratio_ci"))
     values = {f"{category}.specificity_ratio": _number((entry or {}).get("specificity_ratio")),
               f"{category}.specificity_ratio_ci_low": low, f"{category}.specificity_ratio_ci_high": high}
+    # the same ratio at every lesion size, from the measure the main-size ratio used
+    measure_name = measure.split("/")[1].split(" ")[0] if "/" in measure else "responses92"
+    for size, ratio in size_ratios(metrics, category, measure_name).items():
+        values[f"{category}.specificity_ratio@{size:g}"] = ratio
     return values, ({f"{category}.specificity_ratio": measure} if measure else {})
 
 
@@ -466,6 +496,8 @@ def _quantities(runs: Sequence[RunHallmarks]) -> list[str]:
     names = ["pinwheel_density", "n_pinwheels", "mean_osi", "column_spacing_mm", "orientation_morans_i"]
     for category in categories:
         names += [f"{category}.{q}" for q in ("morans_i", "n_patches", "patch_area_mm2", "specificity_ratio")]
+        at_sizes = {k for r in runs for k in r.values if k.startswith(f"{category}.specificity_ratio@")}
+        names += sorted(at_sizes, key=lambda k: float(k.rsplit("@", 1)[1]))
     return names + ["interventional_alignment", "test_accuracy", "wall_time_s"]
 
 
@@ -642,7 +674,9 @@ METHODS = {
     "interval_over_seeds": "Student t over seeds: mean +- t_{0.975, n-1} s.d./sqrt(n); none for one seed",
     "wall_time_s": "sum of the stages' recorded seconds in metrics.json",
     "specificity_ratio": "target deficit of the patch (disk_peak) lesion / that of size-matched random lesions, at "
-                         "the intervene stage's main size; per-run CI: the stage's bootstrap over stimuli and controls",
+                         "the intervene stage's main size; per-run CI: the stage's bootstrap over stimuli and controls"
+                         "; specificity_ratio@<fraction>: the same ratio at each lesion size, from the stage's size "
+                         "curves (no per-run CI)",
     "orientation_morans_i": "Moran's I of z = OSI exp(2i theta) per unit, pairs closer than topography."
                             "morans_radius_mm; p against shuffled positions",
     "stability": "pairs of seeds of one weight, maps compared on the sheet (a common grid over both sheets, never by "
