@@ -111,8 +111,14 @@ def test_seed_interval_and_values_written_as_null(tmp_path):
     metrics["train"]["nonfinite"] = {"test_accuracy": "nan"}
     (run / "metrics.json").write_text(json.dumps(metrics))
     assert math.isnan(run_hallmarks(run, orientation=False).values["test_accuracy"])
-    with pytest.raises(FileNotFoundError, match="config.yaml and metrics.json"):
+    with pytest.raises(FileNotFoundError, match="no config.yaml or metrics.json"):
         analyse_hallmarks([tmp_path / "nothing"])
+    # a run that failed before its first stage ended: every number missing, nothing invented
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "config.yaml").write_text(yaml.safe_dump({"seed": 3, "model": {"topography": {
+        "weight": 0.5}}}))
+    table = analyse_hallmarks([run, tmp_path / "failed"], orientation=False).table
+    assert (table["n_missing"] >= 1).all() and _row(table, 0.5, "test_accuracy")["n"] == 0
 
 
 def test_complex_morans_i_is_the_variance_weighted_mean_of_its_parts():

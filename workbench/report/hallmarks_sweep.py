@@ -42,7 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.report.discovery import find_run_dirs, read_json, read_yaml
+from workbench.report.discovery import find_run_dirs, is_run_dir, read_json, read_yaml
 
 __all__ = ["RunHallmarks", "HallmarkSweep", "run_hallmarks", "analyse_hallmarks", "sweep_hallmarks",
            "seed_interval", "hallmarks_table", "complex_morans_i", "map_stability", "stability_across_seeds",
@@ -203,11 +203,9 @@ def _lesion_values(metrics: Mapping[str, Any], category: str) -> tuple[dict[str,
 def run_hallmarks(path: str | os.PathLike, *, orientation: bool = True) -> RunHallmarks:
     """One run's hallmark numbers from its config.yaml and metrics.json (+ the orientation map's Moran's I from
     its checkpoint when ``orientation`` and the run has one)."""
-    from workbench.utils import decode_nonfinite
-
     path = Path(path)
     config = read_yaml(path / "config.yaml") or {}
-    metrics = decode_nonfinite(read_json(path / "metrics.json") or {})
+    metrics = read_json(path / "metrics.json")  # NaNs written as null are NaN again
     seed = _number(config.get("seed"))
     out = RunHallmarks(path, _weight_of(config), None if math.isnan(seed) else int(seed), {})
     out.values["test_accuracy"] = _number(_get(metrics, "train", "test_accuracy"))
@@ -559,9 +557,9 @@ def analyse_hallmarks(run_dirs: Iterable[str | os.PathLike], *, orientation: boo
     maps its cache and checkpoint). ``orientation``: recompute the orientation map's Moran's I from each run's
     checkpoint where metrics.json lacks it. ``stability_options`` go to ``map_stability``."""
     paths = [Path(p) for p in run_dirs]
-    missing = [str(p) for p in paths if not (p / "metrics.json").is_file() or not (p / "config.yaml").is_file()]
+    missing = [str(p) for p in paths if not is_run_dir(p)]
     if missing:
-        raise FileNotFoundError(f"not run folders (each needs config.yaml and metrics.json): {missing}; pass the "
+        raise FileNotFoundError(f"not run folders (no config.yaml or metrics.json in them): {missing}; pass the "
                                 "folders a workbench run wrote, or a sweep folder to sweep_hallmarks")
     runs = [run_hallmarks(p, orientation=orientation) for p in paths]
     for run in runs:
@@ -570,7 +568,8 @@ def analyse_hallmarks(run_dirs: Iterable[str | os.PathLike], *, orientation: boo
 
 
 def sweep_hallmarks(sweep_dir: str | os.PathLike, **options: Any) -> HallmarkSweep:
-    """``analyse_hallmarks`` on every run folder of a sweep (up to two levels below it)."""
+    """``analyse_hallmarks`` on every run folder of a sweep (up to two levels below it); a run that stopped before a
+    stage has that stage's numbers missing."""
     runs = find_run_dirs(sweep_dir, max_depth=2)
     if not runs:
         raise FileNotFoundError(f"no run folders under {sweep_dir}")
