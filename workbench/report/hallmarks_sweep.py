@@ -667,7 +667,7 @@ def hallmarks_figure(runs: Sequence[RunHallmarks], category: str | None = None):
     return fig
 
 
-# -- files and the report section ---------------------------------------------------------------------------------------
+# -- files and the report section --------------------------------------------------------------------------------------
 
 METHODS = {
     "interval_over_seeds": "Student t over seeds: mean +- t_{0.975, n-1} s.d./sqrt(n); none for one seed",
@@ -718,7 +718,8 @@ def _cell(row: Mapping[str, Any]) -> str:
     text = H.format_number(row["mean"])
     if row["n"] > 1:
         text += f" [{H.format_number(row['ci_low'])}, {H.format_number(row['ci_high'])}]"
-    text += f" <span class=\"na\">(n={row['n']}" + (f", {row['n_missing']} missing" if row["n_missing"] else "") + ")</span>"
+    missing = f", {row['n_missing']} missing" if row["n_missing"] else ""
+    text += f' <span class="na">(n={row["n"]}{missing})</span>'
     return f'<span title="{H.esc(row["per_run"])}">{text}</span>'
 
 
