@@ -1,7 +1,7 @@
 """Topographic hallmarks across the runs of a spatial-weight sweep: the table over seeds, patch stability, a figure.
 
     hallmarks = analyse_hallmarks(run_dirs)        # a list of run folders (or sweep_hallmarks(sweep_folder))
-    hallmarks.runs                                 # one row per run: the numbers below, NaN where the run has none
+    hallmarks.runs_frame                           # one row per run: the numbers below, NaN where the run has none
     hallmarks.table                                # per spatial weight: mean and 95% t-interval over seeds of each
     hallmarks.stability                            # per weight and category: patch location stability across seeds
     write_hallmarks(hallmarks, folder)             # hallmarks_*.csv, hallmarks.json, figures/sweep_hallmarks_maps.*
@@ -11,7 +11,8 @@ stages wrote, never recomputed differently:
 
 - ``topography.orientation.<layer>``: pinwheel density (per column spacing squared), pinwheel count, mean OSI;
 - ``topography.layers.<layer>.contrasts.<category>``: Moran's I of the category t-map (vs shuffled positions),
-  patch count and area (``<layer>`` is the layer the intervene stage lesioned, else the last analysed layer);
+  patch count and total area (``<layer>`` is the layer the intervene stage lesioned, else the last analysed layer;
+  the area from the map cache when metrics.json lists only the 10 largest patches);
 - ``intervene.specificity.<category>.<selection>.<measure>``: the lesion specificity ratio (selective lesion's
   target deficit / the size-matched random lesions' deficit) with the bootstrap CI the intervene stage computed
   (``disk_peak``, the patch-like lesion, when it ran; the CIFAR-10 measure where the category has target classes,
