@@ -376,6 +376,9 @@ def test_sweep_report_csv_and_figures(tiny_run, tmp_path):
     for run_name in by_run:
         assert f'href="{run_name}/report.html"' in html and (sweep / run_name / "report.html").exists()
     assert "mean ± s.d. over seeds" in html
+    # runs that mapped topography get the hallmarks section and its files (hallmarks_sweep has the known answers)
+    assert 'id="hallmarks"' in html
+    assert (sweep / "hallmarks_table.csv").is_file() and (sweep / "hallmarks.json").is_file()
     assert sweep_table(sweep).params == ["model.topography.weight", "seed"]
     # the headline's card: the weight whose mean over seeds is best (weight 0: 0.505 against 0.465)
     card = re.search(rf'<div class="label">{re.escape(H.esc(head["label"]))}</div>.*?<div class="detail">(.*?)</div>',

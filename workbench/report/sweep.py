@@ -6,6 +6,9 @@
                                           one column <stage>.headline.<name> per numeric stage headline
     -> <sweep>/figures/sweep_<param>.{png,pdf}   headline metrics against each swept parameter, seeds as error bars
     -> <sweep>/report.html                the figures, a table of runs linking to each run's own report.html
+    -> <sweep>/hallmarks_*.csv, hallmarks.json, figures/sweep_hallmarks_maps.*   when runs mapped topography: the
+                                          topographic hallmarks per spatial weight over seeds
+                                          (workbench.report.hallmarks_sweep)
 """
 
 from __future__ import annotations
@@ -478,6 +481,7 @@ def build_sweep_report(sweep_dir: str | os.PathLike, *, title: str | None = None
     columns = headline_columns(table, None if headline is None else list(headline))
     figure_cards = _comparison_figures(table, columns)
     runs_table = _runs_table(table, columns, _run_links(table, run_reports))
+    hallmarks = _hallmarks_section(table)
 
     multirun = root / "multirun.yaml"
     sweep_cfg = (f'<details class="block"><summary>multirun.yaml</summary><pre class="config">'
@@ -496,6 +500,7 @@ def build_sweep_report(sweep_dir: str | os.PathLike, *, title: str | None = None
             '<section id="runvsrun"><h2>Run vs run</h2><p class="lede">Each run against the first: what it '
             "changes and how each headline metric moves, next to the spread over seeds.</p>"
             + run_vs_run_html(table, columns) + "</section>",
+            *([hallmarks] if hallmarks else []),
             '<section id="runs"><h2>Runs</h2><p class="lede">Each run links to its own report. All numeric metrics '
             'of every run: <a href="metrics.csv">metrics.csv</a>.</p>' + runs_table + "</section>",
             f'<section id="sweepconfig"><h2>Sweep configuration</h2>{sweep_cfg}</section>']
@@ -503,11 +508,24 @@ def build_sweep_report(sweep_dir: str | os.PathLike, *, title: str | None = None
     n_done = int((table.frame["completed_stages"] != "").sum()) if n_runs else 0
     subtitle = (f"Study <strong>{H.esc(study)}</strong> · {n_runs} run{'s' if n_runs != 1 else ''}"
                 + (f" ({n_done} with results)" if n_done != n_runs else "") + f" · <code>{H.esc(root.name)}</code>")
-    nav = [("comparison", "Comparison"), ("runvsrun", "Run vs run"), ("runs", "Runs"),
-           ("sweepconfig", "Sweep configuration")]
+    nav = [("comparison", "Comparison"), ("runvsrun", "Run vs run"), *([("hallmarks", "Hallmarks")] if hallmarks
+                                                                          else []),
+           ("runs", "Runs"), ("sweepconfig", "Sweep configuration")]
     out = root / "report.html"
     atomic_write_text(out, H.page(title, subtitle, nav, "".join(body)))
     return out
+
+
+def _hallmarks_section(table: SweepTable) -> str:
+    """The topographic-hallmarks section (and its files next to the report) when any run has a topography
+    section; "" otherwise."""
+    from workbench.report.hallmarks_sweep import analyse_hallmarks, hallmarks_section_html, write_hallmarks
+
+    if not any(isinstance(m, Mapping) and "topography" in m for m in table.metrics):
+        return ""
+    hallmarks = analyse_hallmarks(table.runs)
+    files = write_hallmarks(hallmarks, table.root)
+    return hallmarks_section_html(hallmarks, files.get("figure"))
 
 
 def _isnan(v: Any) -> bool:
