@@ -87,3 +87,33 @@ def test_preoptimised_sheet_groups_correlated_channels_and_survives_a_checkpoint
     assert np.array_equal(restored.positions, new.positions)
     with pytest.raises(ValueError, match="distinct tile slot"):
         CorticalSheet((16, 3, 3), slot_of_channel=[0] * 16)
+
+
+def test_training_setup_preoptimises_the_sheets_from_the_config():
+    from workbench.config import ConfigError
+    from workbench.models import build_model
+    from workbench.training.module import TopographicModule
+    from workbench.training.preoptimise import preoptimise_for_training
+
+    torch.manual_seed(0)
+    cfg = {"name": "small_cnn", "width": 4, "topography": {
+        "layers": ["conv2", "conv3"], "weight": 0.5,
+        "spatial_correlation": {"pool_size": 16},
+        "preoptimise": {"enabled": True, "iterations": 50, "n_stimuli": 12, "stimuli": "data"}}}
+    model = build_model(cfg)
+    before = {k: s.positions.copy() for k, s in model.cortical_sheets.items()}
+    images = torch.randn(12, 3, 32, 32)
+    record = preoptimise_for_training(model, cfg, datamodule_fn=None, preprocess=None, images=images)
+    assert set(record["layers"]) == {"conv2", "conv3"} and record["n_stimuli"] == 12
+    for layer, sheet in model.cortical_sheets.items():
+        info = record["layers"][layer]
+        assert info["neighbour_correlation_after"] >= info["neighbour_correlation_before"]
+        assert sorted(sheet.positions[:, 0].tolist()) == pytest.approx(sorted(before[layer][:, 0].tolist()), abs=0.2)
+    assert any(not np.array_equal(before[k], s.positions) for k, s in model.cortical_sheets.items())
+    module = TopographicModule(model, cfg)          # the losses are built on the new positions
+    assert np.array_equal(module.topo_losses[0].positions.numpy(), model.cortical_sheets["conv2"].positions)
+    off = {**cfg, "topography": {**cfg["topography"], "preoptimise": {"enabled": False}}}
+    assert preoptimise_for_training(build_model(off), off, None, None) is None
+    bad = {**cfg, "topography": {**cfg["topography"], "preoptimise": {"iteration": 5}}}
+    with pytest.raises(ConfigError, match="iterations"):
+        preoptimise_for_training(build_model(off), bad, None, None)

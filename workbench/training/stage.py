@@ -215,15 +215,23 @@ def train_stage(ctx) -> dict:
     from workbench.training.losses import LOSSES
     from workbench.training.module import TopographicModule
     from workbench.training.plots import train_curves_figure
+    from workbench.training.preoptimise import preoptimise_for_training
 
     model_cfg = ctx.model_config
     L.seed_everything(ctx.seed, workers=True, verbose=False)
     model = build_model(model_cfg)  # fresh, whatever the run holds: this stage is what trains it
+    preoptimised = preoptimise_for_training(model, model_cfg, ctx.datamodule, ctx.preprocess)
+    if preoptimised is not None:  # TDANN: positions from correlated responses, then the spatial loss
+        ctx.run.add_provenance(preoptimise=preoptimised)
+        ctx.log(f"[workbench] train: sheet positions pre-optimised on {preoptimised['n_stimuli']} images "
+                f"({preoptimised['source']}): {preoptimised['layers']}")
     module = TopographicModule(model, model_cfg)
     datamodule = ctx.datamodule()
     with _kept_csv_log(ctx.run):
         trainer, history, test, timings = _fit_and_test(ctx, module, datamodule)
     section = _train_section(trainer, module, history, test, timings)
+    if preoptimised is not None:
+        section["preoptimise"] = {k: v for k, v in preoptimised.items() if k != "slot_of_channel"}
     section["data_files"] = dict(getattr(datamodule, "data_files", {}) or {})  # path -> sha256 of what it read
     ctx.run.add_provenance(training_data=section["data_files"])
     ctx.cite(MODELS, model_cfg["name"])
