@@ -376,11 +376,32 @@ def _orientation_analysis(ctx, model, layers: list[str], sheets: dict, opts) -> 
         area = float(np.isfinite(z).sum() * pixel_mm ** 2)
         density = pinwheel_density(len(centres), area, spacing) if np.isfinite(spacing) else float("nan")
         section[layer] = {"mean_osi": float(np.nanmean(tuning.osi)), "n_pinwheels": int(len(centres)),
+                          "morans_i": _orientation_morans_i(tuning.preference_deg, tuning.osi, positions, opts),
                           "pinwheel_charges": {"+1/2": int((charges > 0).sum()), "-1/2": int((charges < 0).sum())},
                           "column_spacing_mm": spacing, "map_area_mm2": area, "pinwheel_density": density,
                           "reference_density": float(np.pi)}
         maps[layer] = (z, extent, centres)
     return section, maps
+
+
+def _orientation_morans_i(preference_deg: np.ndarray, osi: np.ndarray, positions: np.ndarray, opts
+                          ) -> dict[str, float] | None:
+    """Moran's I of the orientation preference map: of cos 2 theta and sin 2 theta (the doubled angle, so 0 and 180
+    degrees agree), averaged, with the same average over position-shuffled maps; units without tuning left out.
+    None where undefined (every unit prefers one orientation, or no pair within the radius)."""
+    tuned = np.isfinite(osi) & (np.nan_to_num(osi) > 0)
+    doubled = np.deg2rad(2 * np.asarray(preference_deg, dtype=np.float64)[tuned])
+    parts = []
+    try:
+        for values in (np.cos(doubled), np.sin(doubled)):
+            parts.append(_morans_i(values, positions[tuned], opts))
+    except (ValueError, IndexError):
+        return None
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    return {key: float(np.mean([p[key] for p in parts])) for key in ("morans_i", "null_mean", "null_sd")} | {
+        "p_value": float(max(p["p_value"] for p in parts)), "n_units": int(tuned.sum())}
 
 
 def _check_sheet_fits(layer: str, unit_shape, sheet) -> None:
