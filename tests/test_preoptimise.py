@@ -117,3 +117,20 @@ def test_training_setup_preoptimises_the_sheets_from_the_config():
     bad = {**cfg, "topography": {**cfg["topography"], "preoptimise": {"iteration": 5}}}
     with pytest.raises(ConfigError, match="iterations"):
         preoptimise_for_training(build_model(off), bad, None, None)
+
+
+def test_orientation_map_morans_i_tells_a_smooth_map_from_a_shuffled_one():
+    from types import SimpleNamespace
+
+    from workbench.training.stage import _orientation_morans_i
+
+    grid = np.stack(np.meshgrid(np.arange(20), np.arange(20)), -1).reshape(-1, 2).astype(float)
+    preference = (grid[:, 0] * 9.0) % 180          # turns through 180 degrees every 20 columns
+    osi = np.full(len(grid), 0.5)
+    osi[0] = np.nan                                # an untuned unit is left out
+    opts = SimpleNamespace(morans_radius_mm=1.01, morans_shuffles=20, seed=0)
+    smooth = _orientation_morans_i(preference, osi, grid, opts)
+    shuffled = _orientation_morans_i(np.random.default_rng(0).permutation(preference), osi, grid, opts)
+    assert smooth["n_units"] == 399 and smooth["morans_i"] > 0.8 and smooth["p_value"] < 0.1
+    assert abs(shuffled["morans_i"]) < 0.15 and abs(smooth["null_mean"]) < 0.05
+    assert _orientation_morans_i(np.zeros(len(grid)), osi, grid, opts) is None   # one orientation: undefined
