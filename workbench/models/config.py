@@ -6,7 +6,8 @@ the one home of their defaults:
 
     model.preprocess             PreprocessConfig   (read by workbench.features.Preprocess)
     model.optimizer              OptimizerConfig    (read by workbench.training.TopographicModule)
-    model.topography             TopographyModelConfig: layers, weight, loss, sheet, sheet_per_layer, and the
+    model.topography             TopographyModelConfig: layers, weight, loss, sheet, sheet_per_layer, preoptimise
+                                 (PreoptimiseConfig), and the
                                  options of each loss under the loss's registered name
                                  (model.topography.spatial_correlation: {...}); each loss maps its own options
                                  (``loss_options_schema``)
@@ -29,7 +30,7 @@ from typing import Any, Callable, Literal, Mapping
 from workbench.config import ConfigError, bounded, default_list, default_of, parse, to_dict
 from workbench.registry import nearest
 
-__all__ = ["PreprocessConfig", "OptimizerConfig", "SheetConfig", "TopographyModelConfig", "loss_options_schema",
+__all__ = ["PreprocessConfig", "OptimizerConfig", "SheetConfig", "PreoptimiseConfig", "TopographyModelConfig", "loss_options_schema",
            "parse_model_topography", "parse_sheet"]
 
 
@@ -83,6 +84,26 @@ class SheetConfig:
 
 
 @dataclass
+class PreoptimiseConfig:
+    """TDANN's position pre-optimisation before training (``workbench.models.preoptimise``): channels are swapped
+    between tile slots so that correlated ones sit near each other, on the responses of ``from_run``'s trained model
+    (TDANN: the same network trained without the spatial loss), or of the network at initialisation when null."""
+
+    enabled: bool = False
+    from_run: str | None = None          # a run folder with a trained model (checkpoints/model.pt); null = init
+    stimuli: str = "data"                # data: the training data's validation images; else a registered stimulus set
+    n_stimuli: int = bounded(256, min=3)
+    iterations: int = bounded(2000, min=0)              # neighbourhoods visited
+    neighbourhood_size: int | None = None               # channels per neighbourhood; null = half the tile, >= 9
+    swaps_per_neighbourhood: int = bounded(8, min=1)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.neighbourhood_size is not None and self.neighbourhood_size < 3:
+            raise ConfigError(f"neighbourhood_size must be >= 3 channels (or null), got {self.neighbourhood_size}")
+
+
+@dataclass
 class TopographyModelConfig:
     """``model.topography`` without the per-loss options (those are keyed by loss name, see
     ``parse_model_topography``)."""
@@ -93,6 +114,7 @@ class TopographyModelConfig:
     sheet: SheetConfig = default_of(SheetConfig)
     # {layer: {sheet option: value}}: overrides of `sheet` (also for layers that only the analysis lays out)
     sheet_per_layer: dict[str, dict[str, Any]] = default_of(dict)
+    preoptimise: PreoptimiseConfig = default_of(PreoptimiseConfig)
 
     def __post_init__(self):
         if isinstance(self.layers, str):

@@ -50,11 +50,14 @@ class CorticalSheet:
         slots from crossing).
     seed: seed of the jitter (and of ``shuffle_channels``).
     shuffle_channels: assign channels to tile slots in a seeded random order instead of channel order.
+    slot_of_channel: an explicit tile slot (row-major index) for each channel, e.g. from the position
+        pre-optimisation (``workbench.models.preoptimise``); overrides ``shuffle_channels``.
     layer: the layer's name, kept for messages and the checkpoint.
     """
 
     def __init__(self, unit_shape: Sequence[int], size_mm: float = 10.0, grid: Sequence[int] | None = None,
-                 jitter: float = 0.1, seed: int = 0, shuffle_channels: bool = False, layer: str = ""):
+                 jitter: float = 0.1, seed: int = 0, shuffle_channels: bool = False, layer: str = "",
+                 slot_of_channel: Sequence[int] | np.ndarray | None = None):
         shape = tuple(int(s) for s in unit_shape)
         if len(shape) == 1:
             shape = (shape[0], 1, 1)
@@ -88,6 +91,7 @@ class CorticalSheet:
         self.jitter = float(jitter)
         self.seed = int(seed)
         self.shuffle_channels = bool(shuffle_channels)
+        self.given_slots = None if slot_of_channel is None else self._checked_slots(slot_of_channel, name)
         self.positions = self._layout()
 
     # -- layout ----------------------------------------------------------------------------------------------
@@ -101,11 +105,22 @@ class CorticalSheet:
         c, h, w = self.unit_shape
         return c * h * w
 
+    def _checked_slots(self, slots, name: str) -> np.ndarray:
+        slots = np.asarray(slots)
+        c, n_slots = self.unit_shape[0], self.tile_shape[0] * self.tile_shape[1]
+        if (slots.shape != (c,) or not np.issubdtype(slots.dtype, np.integer) or len(np.unique(slots)) != c
+                or slots.min() < 0 or slots.max() >= n_slots):
+            raise ValueError(f"slot_of_channel for {name} must give each of its {c} channels a distinct tile slot in "
+                             f"0..{n_slots - 1}, got {slots.tolist()[:8]}{'...' if slots.size > 8 else ''}")
+        return slots.astype(np.int64)
+
     def _layout(self) -> np.ndarray:
         c, h, w = self.unit_shape
         tr, tc = self.tile_shape
         rng = np.random.default_rng(self.seed)
         slot_of_channel = rng.permutation(tr * tc)[:c] if self.shuffle_channels else np.arange(c)
+        if self.given_slots is not None:
+            slot_of_channel = self.given_slots
         self.slot_of_channel = slot_of_channel  # channel -> slot index in the tile (row-major)
         slot_row, slot_col = np.divmod(slot_of_channel, tc)
         # (C, H, W) broadcast: row = cell row * tile rows + slot row, same for columns.
@@ -126,16 +141,18 @@ class CorticalSheet:
             "layer": self.layer, "unit_shape": list(self.unit_shape), "size_mm": self.size_mm,
             "grid": list(self.grid), "jitter": self.jitter, "seed": self.seed,
             "shuffle_channels": self.shuffle_channels, "positions": torch.from_numpy(self.positions.copy()),
+            "slot_of_channel": torch.from_numpy(np.asarray(self.slot_of_channel, dtype=np.int64).copy()),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CorticalSheet":
         sheet = cls(d["unit_shape"], size_mm=d["size_mm"], grid=d["grid"], jitter=d["jitter"], seed=d["seed"],
-                    shuffle_channels=d.get("shuffle_channels", False), layer=d.get("layer", ""))
+                    shuffle_channels=d.get("shuffle_channels", False), layer=d.get("layer", ""),
+                    slot_of_channel=_as_numpy(d.get("slot_of_channel")))
         stored = d.get("positions")
         if stored is not None:
             # The stored positions are the truth (a future layout change must not move a trained model's units).
-            stored = stored.numpy() if hasattr(stored, "numpy") else np.asarray(stored)
+            stored = _as_numpy(stored)
             if stored.shape != sheet.positions.shape:
                 raise ValueError(f"stored positions have shape {stored.shape}, expected {sheet.positions.shape}")
             sheet.positions = np.asarray(stored, dtype=np.float32)
@@ -144,3 +161,10 @@ class CorticalSheet:
     def __repr__(self) -> str:
         return (f"CorticalSheet(layer={self.layer!r}, unit_shape={self.unit_shape}, grid={self.grid}, "
                 f"size_mm={self.size_mm:g})")
+
+
+def _as_numpy(value: Any) -> np.ndarray | None:
+    """A stored tensor (or list) as a numpy array; None stays None (checkpoints written before the field)."""
+    if value is None:
+        return None
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)

@@ -11,7 +11,10 @@
    close to its blurred self; blur = bilinear down-sampling by ``scale_factor = 1/factor`` and up-sampling back.
    Loss = 1 - mean cosine similarity(W, blur(W)), in [0, 2].
 
-Both compute in float32 whatever the autocast dtype (float64 for float64 inputs), finite with finite gradients on
+3. ``wiring_cost`` (ITN; Blauch et al. 2022): the connections into a sheet layer from the sheet before it, each
+   weighted by its length on the overlaid sheets: sum of w^2 * d (``power: 2``) over the connections.
+
+All compute in float32 whatever the autocast dtype (float64 for float64 inputs), finite with finite gradients on
 constant responses or weights.
 
 A loss is a registered ``nn.Module`` class ``Loss(sheet, <options>, model=None)`` with a ``needs_activations``
@@ -36,7 +39,7 @@ from workbench.registry import Registry
 __all__ = [
     "LOSSES", "spatial_correlation_loss", "pearson_rows", "SpatialCorrelationLoss", "WeightSmoothnessLoss",
     "sample_neighbourhoods", "window_neighbourhoods", "window_members", "trim_neighbourhoods", "TopographyObjective",
-    "parse_topography", "weight_sheet", "topoloss_blur", "target_stats",
+    "parse_topography", "weight_sheet", "topoloss_blur", "target_stats", "WiringCostLoss", "connection_distances",
 ]
 
 _KNN_EPS = 1e-6  # the absolute eps of the earlier form (``eps`` option); 0 = TDANN's scale-free correlation
@@ -431,6 +434,144 @@ class WeightSmoothnessLoss(nn.Module):
             # per slot, over the fan-in; torch's default eps, as TopoLoss
             cos = F.cosine_similarity(grid.flatten(1), blurred.flatten(1), dim=0)
             return 1.0 - (cos if self.full_tile else cos[mask.flatten()]).mean()
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def connection_distances(module: nn.Module, in_shape: tuple[int, ...], pre_positions: np.ndarray,
+                         post_sheet: CorticalSheet) -> tuple[torch.Tensor, int]:
+    """Summed sheet distances of the connections each weight of ``module`` (a Conv2d or Linear) makes, and the
+    number of connections: (tensor shaped like the weight, n).
+
+    A convolution weight w[o, i, a, b] connects every output position (y, x) to the input unit (i, y s - p + a d,
+    x s - p + b d) (padding excluded), so its entry is the sum of those distances. The output position maps to the
+    post-synaptic sheet's cell (y H / H_out, x W / W_out): when a pooling follows the convolution, a pooled unit
+    stands for the outputs it pools. A Linear weight w[o, i] connects post unit o to pre unit i.
+    pre_positions: (n_in, 2) in the flattened (C, H, W) order of the module's input."""
+    pre = torch.as_tensor(np.asarray(pre_positions, dtype=np.float64))
+    post = torch.as_tensor(np.asarray(post_sheet.positions, dtype=np.float64))
+    if isinstance(module, nn.Linear):
+        if pre.shape[0] != module.in_features or post.shape[0] != module.out_features:
+            raise ValueError(f"a Linear {module.in_features} -> {module.out_features} between sheets of "
+                             f"{pre.shape[0]} and {post.shape[0]} units: the sheets must hold its inputs and outputs")
+        return torch.cdist(post, pre), module.in_features * module.out_features
+    if not isinstance(module, nn.Conv2d) or module.groups != 1:
+        raise ValueError(f"the wiring cost needs a Conv2d (groups = 1) or a Linear, got {module}")
+    c_in, h_in, w_in = in_shape
+    c_out, h, w = post_sheet.unit_shape
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    if isinstance(module.padding, str):
+        raise ValueError("the wiring cost needs a numeric conv padding, got padding='same'/'valid'")
+    ph, pw = _pair(module.padding)
+    h_out, w_out = (_conv_output_size(h_in, kh, sh, ph, dh), _conv_output_size(w_in, kw, sw, pw, dw))
+    pre = pre.reshape(c_in, h_in, w_in, 2)
+    post = post.reshape(c_out, h, w, 2)
+    total = torch.zeros(module.weight.shape, dtype=torch.float64)
+    n = 0
+    for a in range(kh):
+        ys = torch.arange(h_out)
+        iy = ys * sh - ph + a * dh
+        ys, iy = ys[(iy >= 0) & (iy < h_in)], iy[(iy >= 0) & (iy < h_in)]
+        for b in range(kw):
+            xs = torch.arange(w_out)
+            ix = xs * sw - pw + b * dw
+            xs, ix = xs[(ix >= 0) & (ix < w_in)], ix[(ix >= 0) & (ix < w_in)]
+            if not len(ys) or not len(xs):
+                continue
+            post_at = post[:, ys * h // h_out][:, :, xs * w // w_out]          # (C_out, ny, nx, 2)
+            pre_at = pre[:, iy][:, :, ix]                                     # (C_in, ny, nx, 2)
+            d = torch.cdist(post_at.flatten(1, 2).transpose(0, 1), pre_at.flatten(1, 2).transpose(0, 1))
+            total[:, :, a, b] = d.sum(0)                                      # over the output positions
+            n += c_out * c_in * len(ys) * len(xs)
+    return total, n
+
+
+@LOSSES.register("wiring_cost", citation=(
+    "Blauch, N. M., Behrmann, M., & Plaut, D. C. (2022). A connectivity-constrained computational account of "
+    "topographic organization in primate high-level visual cortex. PNAS, 119(3), e2112566119 (ITN); "
+    "Jacobs, R. A., & Jordan, M. I. (1992). Computational consequences of a bias toward short connections. "
+    "Journal of Cognitive Neuroscience, 4(4), 323-336."))
+class WiringCostLoss(nn.Module):
+    """ITN's wiring cost of one layer (needs no activations): the connections from the previous sheet into this
+    layer, each weighted by its length on the sheets, sum over connections of |w|^power * d(pre, post), d in mm
+    between the two sheets overlaid in one frame (ITN's areas share the sheet coordinates).
+
+    Options (``model.topography.wiring_cost``):
+    power: 2 = ITN's distance-weighted L2 penalty (weight decay scaled by connection length); 1 = L1.
+    reduction: ``mean`` over the connections (a weight comparable across layers and sizes) or ``sum`` (ITN's form:
+        the config weight is then ITN's lambda).
+    source_layer: the sheet layer whose output feeds this one; null = a cortical sheet of the model with exactly
+        the producing convolution's input shape, else a default sheet of that shape and of this sheet's size.
+
+    The distances need the producing layer's input shape, read at the model's first forward pass: call the loss
+    after a forward pass (training does).
+    """
+
+    needs_activations = False
+
+    def __init__(self, sheet: CorticalSheet, power: float = 2.0, reduction: Literal["mean", "sum"] = "mean",
+                 source_layer: str | None = None, model: nn.Module | None = None):
+        super().__init__()
+        if model is None:
+            raise ValueError("the wiring cost needs the model to find the layer's weights")
+        if power not in (1.0, 2.0):
+            raise ValueError(f"power must be 1 (L1) or 2 (ITN's L2), got {power}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum' (ITN's), got {reduction!r}")
+        self.sheet, self.power, self.reduction, self.source_layer = sheet, float(power), reduction, source_layer
+        layer_module = model.get_submodule(sheet.layer)
+        weight = _producing_weight(layer_module, sheet.unit_shape[0])
+        producer = [m for m in layer_module.modules() if getattr(m, "weight", None) is weight][-1]
+        # Kept outside the module tree: the model owns them (no duplicate parameters or state-dict keys).
+        self.__dict__.update(model_ref=model, producer=producer)
+        self.in_shape: tuple[int, ...] | None = None
+        self._shape_hook = producer.register_forward_pre_hook(self._record_input_shape)
+        self.register_buffer("distances", None, persistent=False)
+        self.n_connections = 0
+
+    def _record_input_shape(self, _module, inputs) -> None:
+        self.in_shape = tuple(inputs[0].shape[1:])
+        self._shape_hook.remove()
+
+    def _pre_positions(self) -> np.ndarray:
+        sheets = dict(getattr(self.model_ref, "cortical_sheets", {}) or {})
+        if self.source_layer is not None:
+            if self.source_layer not in sheets:
+                raise ValueError(f"wiring_cost.source_layer {self.source_layer!r} has no cortical sheet; sheet "
+                                 f"layers: {sorted(sheets)}")
+            source = sheets[self.source_layer]
+        else:
+            n_in = int(np.prod(self.in_shape))
+            fits = [s for s in sheets.values() if s.layer != self.sheet.layer and
+                    (tuple(s.unit_shape) == tuple(self.in_shape) or (len(self.in_shape) == 1 and s.n_units == n_in))]
+            source = fits[-1] if fits else CorticalSheet(
+                self.in_shape if len(self.in_shape) == 3 else (n_in,), size_mm=self.sheet.size_mm,
+                jitter=self.sheet.jitter, seed=self.sheet.seed, layer="input of " + self.sheet.layer)
+        if source.n_units != int(np.prod(self.in_shape)):
+            raise ValueError(f"the sheet of {source.layer!r} holds {source.n_units} units, the input of "
+                             f"{self.sheet.layer!r} {self.in_shape}: name the layer that feeds it as source_layer")
+        return source.positions
+
+    def forward(self, activation: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.producer.weight
+        if self.distances is None:
+            if self.in_shape is None:
+                raise RuntimeError(f"the wiring cost of {self.sheet.layer!r} reads the layer's input shape at the "
+                                   "model's first forward pass: run the model once before calling the loss")
+            distances, self.n_connections = connection_distances(self.producer, self.in_shape,
+                                                                 self._pre_positions(), self.sheet)
+            self.distances = distances.to(device=w.device, dtype=torch.float64 if w.dtype == torch.float64
+                                          else torch.float32)
+        with torch.autocast(device_type=w.device.type, enabled=False):
+            w = w if w.dtype == torch.float64 else w.float()
+            cost = ((w * w if self.power == 2.0 else w.abs()) * self.distances.to(w.device)).sum()
+            return cost / self.n_connections if self.reduction == "mean" else cost
 
 
 # -- configuration -------------------------------------------------------------------------------------------------

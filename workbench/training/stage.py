@@ -215,15 +215,23 @@ def train_stage(ctx) -> dict:
     from workbench.training.losses import LOSSES
     from workbench.training.module import TopographicModule
     from workbench.training.plots import train_curves_figure
+    from workbench.training.preoptimise import preoptimise_for_training
 
     model_cfg = ctx.model_config
     L.seed_everything(ctx.seed, workers=True, verbose=False)
     model = build_model(model_cfg)  # fresh, whatever the run holds: this stage is what trains it
+    preoptimised = preoptimise_for_training(model, model_cfg, ctx.datamodule, ctx.preprocess)
+    if preoptimised is not None:  # TDANN: positions from correlated responses, then the spatial loss
+        ctx.run.add_provenance(preoptimise=preoptimised)
+        ctx.log(f"[workbench] train: sheet positions pre-optimised on {preoptimised['n_stimuli']} images "
+                f"({preoptimised['source']}): {preoptimised['layers']}")
     module = TopographicModule(model, model_cfg)
     datamodule = ctx.datamodule()
     with _kept_csv_log(ctx.run):
         trainer, history, test, timings = _fit_and_test(ctx, module, datamodule)
     section = _train_section(trainer, module, history, test, timings)
+    if preoptimised is not None:
+        section["preoptimise"] = {k: v for k, v in preoptimised.items() if k != "slot_of_channel"}
     section["data_files"] = dict(getattr(datamodule, "data_files", {}) or {})  # path -> sha256 of what it read
     ctx.run.add_provenance(training_data=section["data_files"])
     ctx.cite(MODELS, model_cfg["name"])
@@ -368,11 +376,32 @@ def _orientation_analysis(ctx, model, layers: list[str], sheets: dict, opts) -> 
         area = float(np.isfinite(z).sum() * pixel_mm ** 2)
         density = pinwheel_density(len(centres), area, spacing) if np.isfinite(spacing) else float("nan")
         section[layer] = {"mean_osi": float(np.nanmean(tuning.osi)), "n_pinwheels": int(len(centres)),
+                          "morans_i": _orientation_morans_i(tuning.preference_deg, tuning.osi, positions, opts),
                           "pinwheel_charges": {"+1/2": int((charges > 0).sum()), "-1/2": int((charges < 0).sum())},
                           "column_spacing_mm": spacing, "map_area_mm2": area, "pinwheel_density": density,
                           "reference_density": float(np.pi)}
         maps[layer] = (z, extent, centres)
     return section, maps
+
+
+def _orientation_morans_i(preference_deg: np.ndarray, osi: np.ndarray, positions: np.ndarray, opts
+                          ) -> dict[str, float] | None:
+    """Moran's I of the orientation preference map: of cos 2 theta and sin 2 theta (the doubled angle, so 0 and 180
+    degrees agree), averaged, with the same average over position-shuffled maps; units without tuning left out.
+    None where undefined (every unit prefers one orientation, or no pair within the radius)."""
+    tuned = np.isfinite(osi) & (np.nan_to_num(osi) > 0)
+    doubled = np.deg2rad(2 * np.asarray(preference_deg, dtype=np.float64)[tuned])
+    parts = []
+    try:
+        for values in (np.cos(doubled), np.sin(doubled)):
+            parts.append(_morans_i(values, positions[tuned], opts))
+    except (ValueError, IndexError):
+        return None
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    return {key: float(np.mean([p[key] for p in parts])) for key in ("morans_i", "null_mean", "null_sd")} | {
+        "p_value": float(max(p["p_value"] for p in parts)), "n_units": int(tuned.sum())}
 
 
 def _check_sheet_fits(layer: str, unit_shape, sheet) -> None:
