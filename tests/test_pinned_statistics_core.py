@@ -1,0 +1,133 @@
+"""Known-answer tests of the numerical core that kill the mutants the rest of the suite let live
+(``make mutation-fast``, tests/mutation/). Each test names the wrong number or behaviour it would catch; tiny sizes,
+no data files. Default arguments are pinned by comparing a call with defaults against the same call with the documented
+values written out (a changed default changes the result or raises).
+"""
+
+import numpy as np
+import pytest
+
+from workbench.alignment import ceiling
+from workbench.alignment.regression import pearson_per_column
+
+
+def _trials(seed: int = 0, n_stimuli: int = 6, n_neuroids: int = 3, n_reps: int = 5, missing: bool = True,
+            dtype=np.float64) -> np.ndarray:
+    """Signal per (stimulus, neuroid) plus noise per repeat; with ``missing``, unequal valid repeat counts (2 to 5)."""
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=(n_stimuli, n_neuroids, 1))
+    data = signal + 0.7 * rng.normal(size=(n_stimuli, n_neuroids, n_reps))
+    if missing:
+        counts = rng.integers(2, n_reps + 1, size=(n_stimuli, n_neuroids))
+        data[np.arange(n_reps) >= counts[..., None]] = np.nan
+    return data.astype(dtype)
+
+
+# -- ceiling.py ------------------------------------------------------------------------------------------------------
+def test_spearman_brown_is_float64_for_float32_input():
+    """The formula is evaluated in float64 whatever the input's dtype (a float32 ceiling loses 7 digits)."""
+    r = np.array([0.1, 0.5, 0.9], dtype=np.float32)
+    out = ceiling.spearman_brown(r, 3.0)
+    assert out.dtype == np.float64
+    r64 = r.astype(np.float64)
+    np.testing.assert_array_equal(out, 3.0 * r64 / (1 + 2.0 * r64))
+
+
+def test_split_half_defaults_are_the_documented_ones():
+    """n_splits=100, seed=0, halves='equal', per-split order, kept_repeats: a changed default changes the numbers."""
+    trials = _trials(1)
+    explicit = ceiling.split_half_ceiling(trials, n_splits=100, seed=0, halves="equal",
+                                          spearman_brown_order="per_split", corrected_to="kept_repeats")
+    np.testing.assert_array_equal(ceiling.split_half_ceiling(trials), explicit)
+    r = ceiling.split_half_correlations(trials)
+    assert r.shape == (100, 3)
+    np.testing.assert_array_equal(r, ceiling.split_half_correlations(trials, 100, 0, "equal"))
+    valid = ~np.isnan(trials)
+    for (a1, b1), (a2, b2) in zip(ceiling.split_half_masks(valid, 3), ceiling.split_half_masks(valid, 3, 0, "equal")):
+        np.testing.assert_array_equal(a1, a2)
+        np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(ceiling.spearman_brown_factor(trials), np.full(3, 2.0))
+    np.testing.assert_array_equal(ceiling.spearman_brown_factor(trials, "equal"), np.full(3, 2.0))
+
+
+def test_split_half_correlations_computed_in_float64():
+    """float32 trials give the float64 answer (half-means summed in float32 differ at 1e-7)."""
+    trials = _trials(2, dtype=np.float32)
+    np.testing.assert_allclose(ceiling.split_half_correlations(trials, 4),
+                               ceiling.split_half_correlations(trials.astype(np.float64), 4), rtol=1e-13, atol=0)
+
+
+def test_split_half_correlations_equal_a_direct_computation():
+    """r between the masked half-means, per neuroid, for every split (masks from split_half_masks)."""
+    trials = _trials(3)
+    valid = ~np.isnan(trials)
+    filled = np.where(valid, trials, 0.0)
+    expected = [pearson_per_column((filled * a).sum(2) / a.sum(2), (filled * b).sum(2) / b.sum(2))
+                for a, b in ceiling.split_half_masks(valid, 5, 7, "equal")]
+    np.testing.assert_allclose(ceiling.split_half_correlations(trials, 5, 7, "equal"), expected, rtol=1e-12)
+
+
+def test_split_half_guards_count_stimuli_and_repeats_per_cell():
+    """Exactly 3 stimuli (and 2 neuroids) are enough; 2 stimuli, or one cell with a single repeat, are refused."""
+    ok = _trials(4, n_stimuli=3, n_neuroids=2, missing=False)
+    assert np.isfinite(ceiling.split_half_correlations(ok, 2)).all()
+    with pytest.raises(ValueError, match="at least 3 stimuli"):
+        ceiling.split_half_correlations(_trials(4, n_stimuli=2, n_neuroids=5, missing=False), 2)
+    one_repeat = _trials(5, missing=False)
+    one_repeat[0, 1, 1:] = np.nan
+    with pytest.raises(ValueError, match=">= 2 valid repeats"):
+        ceiling.split_half_correlations(one_repeat, 2)
+
+
+def test_all_repeats_factor_per_neuroid_with_two_repeat_cells():
+    """factor = mean(1 / floor(k/2)) / mean(1 / k) per neuroid; k = 2 (the minimum) is allowed and gives 2."""
+    k = np.array([[2, 3, 5], [2, 4, 5], [2, 5, 3]])        # stimuli x neuroids valid repeat counts
+    trials = np.ones((3, 3, 5))
+    trials[np.arange(5) >= k[..., None]] = np.nan
+    expected = (1 / (k // 2)).mean(0) / (1 / k).mean(0)
+    np.testing.assert_allclose(ceiling.spearman_brown_factor(trials, "equal", "all_repeats"), expected, rtol=1e-15)
+    assert expected[0] == 2.0 and len(set(np.round(expected, 12))) == 3
+    with pytest.raises(ValueError, match=">= 2 valid repeats"):
+        ceiling.spearman_brown_factor(np.where(np.arange(5) >= 1, np.nan, trials), "equal", "all_repeats")
+
+
+def test_mean_r_order_corrects_the_mean_r_with_the_all_repeats_factor():
+    """'mean_r': spearman_brown(mean over splits of r, factor), the factor from corrected_to (not 2)."""
+    trials = _trials(6)
+    r = ceiling.split_half_correlations(trials, 6, 1, "equal")
+    factor = ceiling.spearman_brown_factor(trials, "equal", "all_repeats")
+    assert not np.allclose(factor, 2.0)
+    expected = factor * r.mean(0) / (1 + (factor - 1) * r.mean(0))
+    got = ceiling.split_half_ceiling(trials, 6, 1, "equal", "mean_r", "all_repeats")
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_unknown_ceiling_option_is_named_in_the_error():
+    for kwargs, name in (({"halves": "half"}, "halves='half'"),
+                         ({"spearman_brown_order": "median"}, "spearman_brown_order='median'"),
+                         ({"corrected_to": "every"}, "corrected_to='every'")):
+        options = {"halves": "equal", "spearman_brown_order": "per_split", "corrected_to": "kept_repeats", **kwargs}
+        with pytest.raises(ValueError, match=name):
+            ceiling.check_ceiling_options(**options)
+    with pytest.raises(ValueError, match="needs halves='equal'"):
+        ceiling.check_ceiling_options("unequal", "per_split", "all_repeats")
+
+
+def test_ceiled_scores_known_answers_with_zero_and_negative_ceilings():
+    """r^2/c and (r/c)^2 per neuroid, NaN where c <= 0, medians ignoring NaN (float32 inputs computed in float64)."""
+    r = np.array([0.5, -0.3, 0.2, 0.4, np.nan, 0.6], dtype=np.float32)
+    c = np.array([0.25, 0.5, 0.0, -0.2, 0.7, 0.9], dtype=np.float32)
+    r64, c64 = r.astype(np.float64), c.astype(np.float64)
+    r2_over_c = np.array([r64[0] ** 2 / c64[0], r64[1] ** 2 / c64[1], np.nan, np.nan, np.nan, r64[5] ** 2 / c64[5]])
+    r_over_c_sq = np.array([(r64[0] / c64[0]) ** 2, (r64[1] / c64[1]) ** 2, np.nan, np.nan, np.nan,
+                            (r64[5] / c64[5]) ** 2])
+    out = ceiling.ceiled_scores(r, c)
+    np.testing.assert_array_equal(out["r2_over_c"], r2_over_c)
+    np.testing.assert_array_equal(out["r_over_c_sq"], r_over_c_sq)
+    assert out["r2_over_c"].dtype == np.float64 and out["r_over_c_sq"].dtype == np.float64
+    assert out["raw_r_median"] == float(np.nanmedian(r64))
+    assert out["ceiling_median"] == float(np.median(c64))
+    assert out["r2_over_c_median"] == float(np.nanmedian(r2_over_c))
+    assert out["r_over_c_sq_median"] == float(np.nanmedian(r_over_c_sq))
+    assert set(out) == {"raw_r_median", "ceiling_median", "r2_over_c_median", "r_over_c_sq_median", "r2_over_c",
+                        "r_over_c_sq"}
