@@ -131,3 +131,81 @@ def test_ceiled_scores_known_answers_with_zero_and_negative_ceilings():
     assert out["r_over_c_sq_median"] == float(np.nanmedian(r_over_c_sq))
     assert set(out) == {"raw_r_median", "ceiling_median", "r2_over_c_median", "r_over_c_sq_median", "r2_over_c",
                         "r_over_c_sq"}
+
+
+# -- inference.py: RSAResult's statistics on given samples ----------------------------------------------------------
+def _rsa_result(seed: int = 0):
+    from workbench.alignment.inference import RSAResult
+
+    rng = np.random.default_rng(seed)
+    samples = rng.normal(size=(41, 3)) * [1.0, 0.5, 2.0] + [0.3, 0.2, -0.1]
+    samples[[4, 17]] = np.nan                     # unusable samples (e.g. < 3 distinct stimuli)
+    samples[9, 1] = np.nan
+    samples[12, 0] = samples[12, 2]               # a tie in the difference of models 0 and 2
+    ceilings = np.sort(rng.normal(size=(41, 2)), axis=1)
+    ceilings[[3, 30]] = np.nan
+    return RSAResult(["a", "b", "c"], "spearman", "stimuli", np.array([0.31, 0.18, -0.05]), (0.4, 0.6), samples,
+                     ceilings, np.zeros((41, 2), int), np.zeros((41, 5), int))
+
+
+def _difference_p(valid: np.ndarray) -> np.ndarray:
+    """Two-sided bootstrap p of each pair, written out: 2 (min(#diff <= 0, #diff >= 0) + 1) / (n + 1), capped at 1."""
+    m = valid.shape[1]
+    p = np.ones((m, m))
+    for i in range(m):
+        for j in range(m):
+            if i != j:
+                d = valid[:, i] - valid[:, j]
+                p[i, j] = min(1.0, 2 * (min((d <= 0).sum(), (d >= 0).sum()) + 1) / (len(d) + 1))
+    return p
+
+
+def test_rsa_result_intervals_std_and_p_equal_a_direct_computation():
+    """Percentile CIs (default level 0.95) over the valid samples only, ddof=1 std, the pairwise-difference CIs and
+    p-values (ties count on both sides), and the ceiling CI over finite ceiling samples."""
+    result = _rsa_result()
+    valid = result.samples[np.isfinite(result.samples).all(1)]
+    assert result.valid.sum() == 38 and len(valid) == 38
+    np.testing.assert_allclose(result.ci(), np.percentile(valid, [2.5, 97.5], axis=0).T, rtol=1e-14)
+    np.testing.assert_allclose(result.ci(0.8), np.percentile(valid, [10, 90], axis=0).T, rtol=1e-14)
+    np.testing.assert_allclose(result.std(), valid.std(0, ddof=1), rtol=1e-14)
+    ok = np.isfinite(result.ceiling_samples).all(1)
+    np.testing.assert_allclose(result.ceiling_ci(), np.percentile(result.ceiling_samples[ok], [2.5, 97.5], axis=0).T,
+                               rtol=1e-14)
+    diff = valid[:, :, None] - valid[:, None, :]
+    for level in (0.95, 0.5):
+        q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+        expected = np.stack([np.percentile(diff, q[0], axis=0), np.percentile(diff, q[1], axis=0)], -1)
+        np.testing.assert_allclose(result.difference_ci(level), expected, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(result.difference_ci(), result.difference_ci(0.95))
+    np.testing.assert_allclose(result.difference_p(), _difference_p(valid), rtol=1e-15)
+
+
+def test_rsa_result_difference_p_on_one_sided_samples_is_the_minimum():
+    """Model 0 above model 1 in every sample: p = 2 / (n + 1); a tie in every sample: p = 1."""
+    from workbench.alignment.inference import RSAResult
+
+    s = np.column_stack([np.linspace(1, 2, 19), np.linspace(0, 0.5, 19), np.linspace(0, 0.5, 19)])
+    result = RSAResult(["a", "b", "c"], "pearson", "stimuli", s.mean(0), (np.nan, np.nan), s,
+                       np.full((19, 2), np.nan), np.zeros((19, 1), int), np.zeros((19, 4), int))
+    p = result.difference_p()
+    assert p[0, 1] == p[1, 0] == 2 / 20
+    assert p[1, 2] == 1.0 and np.all(np.diag(p) == 1.0)
+    assert np.isnan(result.ceiling_ci()).all() and result.ceiling_ci().shape == (2, 2)
+
+
+def test_rsa_result_to_dict_reports_every_statistic():
+    result = _rsa_result(1)
+    out = result.to_dict()
+    ci, dci, p, std = result.ci(0.95), result.difference_ci(0.95), result.difference_p(), result.std()
+    nc = result.ceiling_ci(0.95)
+    assert (out["method"], out["scheme"], out["n_bootstrap"], out["n_valid"], out["ci_level"]) == \
+        ("spearman", "stimuli", 41, 38, 0.95)
+    for i, name in enumerate("abc"):
+        assert out["scores"][name] == {"score": result.scores[i], "ci": [ci[i, 0], ci[i, 1]], "std": std[i]}
+    assert out["noise_ceiling"] == {"lower": 0.4, "upper": 0.6, "lower_ci": list(nc[0]), "upper_ci": list(nc[1])}
+    assert set(out["differences"]) == {"a - b", "a - c", "b - c"}
+    for (i, j), key in zip([(0, 1), (0, 2), (1, 2)], ["a - b", "a - c", "b - c"]):
+        assert out["differences"][key] == {"diff": result.scores[i] - result.scores[j],
+                                           "ci": [dci[i, j, 0], dci[i, j, 1]], "p": p[i, j]}
+    assert result.to_dict(0.5)["scores"]["a"]["ci"] == list(result.ci(0.5)[0])
