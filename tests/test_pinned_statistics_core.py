@@ -4,6 +4,8 @@ no data files. Default arguments are pinned by comparing a call with defaults ag
 values written out (a changed default changes the result or raises).
 """
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -209,3 +211,115 @@ def test_rsa_result_to_dict_reports_every_statistic():
         assert out["differences"][key] == {"diff": result.scores[i] - result.scores[j],
                                            "ci": [dci[i, j, 0], dci[i, j, 1]], "p": p[i, j]}
     assert result.to_dict(0.5)["scores"]["a"]["ci"] == list(result.ci(0.5)[0])
+
+
+# -- cka.py ----------------------------------------------------------------------------------------------------------
+def _np_centre_gram(K: np.ndarray, unbiased: bool) -> np.ndarray:
+    """Kornblith et al.'s center_gram (their cka notebook), written out in numpy."""
+    K = K.copy()
+    n = K.shape[0]
+    if unbiased:
+        np.fill_diagonal(K, 0)
+        means = K.sum(0) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        K -= means[:, None] + means[None, :]
+        np.fill_diagonal(K, 0)
+        return K
+    means = K.mean(0)
+    means -= means.mean() / 2
+    return K - means[:, None] - means[None, :]
+
+
+def _np_rbf_gram(X: np.ndarray, bandwidth: float) -> np.ndarray:
+    sq = ((X[:, None] - X[None]) ** 2).sum(-1)
+    return np.exp(-sq / (2 * bandwidth ** 2 * np.median(sq)))
+
+
+def _np_cka(K: np.ndarray, L: np.ndarray, unbiased: bool) -> float:
+    Kc, Lc = _np_centre_gram(K, unbiased), _np_centre_gram(L, unbiased)
+    return float((Kc * Lc).sum() / np.sqrt((Kc * Kc).sum() * (Lc * Lc).sum()))
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_cka_equals_kornblith_reference_for_every_kernel_and_estimator(n):
+    """Linear and RBF (bandwidths 1 and 0.5) CKA, both estimators, at the smallest n each allows; float32 inputs are
+    computed in float64; defaults are kernel='linear', estimator='unbiased', bandwidth 1.0."""
+    cka = importlib.import_module("workbench.alignment.cka")   # the package re-exports a function of that name
+
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(size=(n, 3)) + 2.0, rng.normal(size=(n, 5)) - 1.0
+    x[:, 0] += 3 * y[:, 0]
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    for unbiased, estimator in ((True, "unbiased"), (False, "biased")):
+        expected = _np_cka(xc @ xc.T, yc @ yc.T, unbiased)
+        assert cka.cka(x, y, "linear", estimator) == pytest.approx(expected, rel=1e-12)
+        assert cka.linear_cka(x, y, estimator) == pytest.approx(expected, rel=1e-12)
+        for bw in (1.0, 0.5):
+            expected_rbf = _np_cka(_np_rbf_gram(xc, bw), _np_rbf_gram(yc, bw), unbiased)
+            assert cka.rbf_cka(x, y, bw, estimator) == pytest.approx(expected_rbf, rel=1e-12)
+            assert cka.cka(x, y, "rbf", estimator, bw) == pytest.approx(expected_rbf, rel=1e-12)
+    assert cka.cka(x, y) == cka.linear_cka(x, y) == cka.linear_cka_unbiased(x, y) == cka.cka(x, y, "linear",
+                                                                                            "unbiased")
+    assert cka.linear_cka_biased(x, y) == cka.cka(x, y, "linear", "biased")
+    assert cka.rbf_cka(x, y) == cka.cka(x, y, "rbf", "unbiased", 1.0)
+    assert cka.cka(x.astype(np.float32), y) == pytest.approx(cka.cka(x.astype(np.float32).astype(np.float64), y),
+                                                             rel=1e-14)
+
+
+def test_hsic_and_centred_grams_equal_their_formulas():
+    """Biased: tr(HKHL) / (n-1)^2; unbiased: Song et al.'s U-statistic, n (n-3) scale; the defaults are unbiased."""
+    import torch
+
+    cka = importlib.import_module("workbench.alignment.cka")   # the package re-exports a function of that name
+
+    rng = np.random.default_rng(3)
+    n = 6
+    a, b = rng.normal(size=(n, 2)), rng.normal(size=(n, 4))
+    K, L = a @ a.T + 1.0, b @ b.T
+    H = np.eye(n) - 1 / n
+    Kt, Lt = torch.as_tensor(K), torch.as_tensor(L)
+    assert float(cka.hsic(Kt, Lt, "biased")) == pytest.approx(np.trace(H @ K @ H @ L) / (n - 1) ** 2, rel=1e-12)
+    Kn, Ln = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
+    one = np.ones(n)
+    song = (np.trace(Kn @ Ln) + (one @ Kn @ one) * (one @ Ln @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ Kn @ Ln @ one) / (n * (n - 3))
+    assert float(cka.hsic(Kt, Lt, "unbiased")) == pytest.approx(song, rel=1e-12)
+    assert float(cka.hsic(Kt, Lt)) == float(cka.hsic(Kt, Lt, "unbiased"))
+    np.testing.assert_allclose(cka.centred_gram(Kt, "biased").numpy(), H @ K @ H, atol=1e-12)
+    np.testing.assert_allclose(cka.centred_gram(Kt).numpy(), _np_centre_gram(K, True), atol=1e-12)
+    np.testing.assert_allclose(cka.rbf_gram(torch.as_tensor(a)).numpy(), _np_rbf_gram(a, 1.0), rtol=1e-12)
+
+
+def test_rbf_median_is_numpys_for_odd_and_even_counts():
+    """sigma^2 from the median of the n^2 squared distances (diagonal zeros included) as numpy takes it."""
+    import torch
+
+    cka = importlib.import_module("workbench.alignment.cka")   # the package re-exports a function of that name
+
+    for n in (3, 4, 5):   # n^2 odd and even
+        a = np.random.default_rng(n).normal(size=(n, 2))
+        np.testing.assert_allclose(cka.rbf_gram(torch.as_tensor(a), 0.7).numpy(), _np_rbf_gram(a, 0.7), rtol=1e-12)
+
+
+def test_cka_guards_name_the_problem_at_their_boundaries():
+    cka = importlib.import_module("workbench.alignment.cka")   # the package re-exports a function of that name
+
+    rng = np.random.default_rng(0)
+    assert np.isfinite(cka.cka(rng.normal(size=(4, 2)), rng.normal(size=(4, 2)), estimator="unbiased"))
+    assert np.isfinite(cka.cka(rng.normal(size=(2, 2)), rng.normal(size=(2, 2)), estimator="biased"))
+    with pytest.raises(ValueError, match="unbiased HSIC estimator needs at least 4 stimuli, got 3"):
+        cka.cka(rng.normal(size=(3, 2)), rng.normal(size=(3, 2)))
+    with pytest.raises(ValueError, match="biased HSIC estimator needs at least 2 stimuli, got 1"):
+        cka.cka(rng.normal(size=(1, 2)), rng.normal(size=(1, 2)), estimator="biased")
+    with pytest.raises(ValueError, match="x is the same for every stimulus"):
+        cka.cka(np.full((5, 2), 1e6), rng.normal(size=(5, 2)))
+    tiny = 1.0 + 1e-9 * rng.normal(size=(5, 2))          # small but real variance relative to the values
+    assert np.isfinite(cka.cka(tiny, rng.normal(size=(5, 2))))
+    with pytest.raises(ValueError, match="y contains NaN or inf"):
+        cka.cka(rng.normal(size=(5, 2)), np.array([[np.inf, 0]] * 5))
+    with pytest.raises(ValueError, match="x must be a 2-D array"):
+        cka.cka(rng.normal(size=5), rng.normal(size=(5, 2)))
+    with pytest.raises(ValueError, match="RBF bandwidth"):
+        cka.rbf_cka(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), 0.0)
+    with pytest.raises(ValueError, match="median distance between stimuli is 0"):
+        cka.rbf_cka(np.vstack([np.zeros((4, 2)), np.ones((1, 2))]), rng.normal(size=(5, 2)))
