@@ -323,3 +323,132 @@ def test_cka_guards_name_the_problem_at_their_boundaries():
         cka.rbf_cka(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), 0.0)
     with pytest.raises(ValueError, match="median distance between stimuli is 0"):
         cka.rbf_cka(np.vstack([np.zeros((4, 2)), np.ones((1, 2))]), rng.normal(size=(5, 2)))
+
+
+# -- models/topography.py ----------------------------------------------------------------------------------------------
+def _sheet(seed: int = 0, n_stimuli: int = 9, side: int = 5):
+    """Units on a side x side grid (0.5 mm apart); responses smooth over the sheet plus noise; one dead unit."""
+    rng = np.random.default_rng(seed)
+    xy = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2) * 0.5
+    field_ = rng.normal(size=(n_stimuli, 2))
+    responses = field_ @ xy.T + rng.normal(size=(n_stimuli, len(xy)))
+    responses[:, 3] = 1.5
+    return responses, xy
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # the first distance bin is empty (NaN mean and SEM)
+def test_smoothness_curve_equals_a_direct_computation():
+    """Binned mean / SEM of pairwise response correlations of responsive units, chance from the same random pairs,
+    index = nearest occupied bin minus chance, fraction responsive; defaults n_bins=10, half the extent, seed 0."""
+    from scipy.spatial.distance import pdist
+
+    from workbench.models import topography
+
+    responses, xy = _sheet()
+    curve = topography.smoothness_curve(responses, xy, n_bins=4, max_distance_mm=1.2, seed=3)
+    alive = np.flatnonzero(responses.std(0) > 1e-8)
+    rng = np.random.default_rng(3)
+    use = np.sort(rng.choice(alive, size=len(alive), replace=False))
+    r_all = np.corrcoef(responses[:, use].T)
+    d_all = pdist(xy[use])
+    iu = np.triu_indices(len(use), 1)
+    r_pairs, keep = r_all[iu], d_all <= 1.2
+    r_pairs, d = r_pairs[keep], d_all[keep]
+    edges = np.linspace(0, 1.2, 5)
+    which = np.clip(np.digitize(d, edges) - 1, 0, 3)
+    mean = np.array([r_pairs[which == b].mean() for b in range(4)])
+    sem = np.array([r_pairs[which == b].std() / np.sqrt((which == b).sum() - 1) for b in range(4)])
+    i, j = rng.integers(0, len(use), size=(2, 50_000))
+    chance = np.mean(r_all[i[i != j], j[i != j]])
+    np.testing.assert_allclose(curve.bin_edges, edges)
+    np.testing.assert_array_equal(curve.counts, np.bincount(which, minlength=4))
+    np.testing.assert_allclose(curve.mean_correlation, mean, rtol=1e-10)
+    np.testing.assert_allclose(curve.sem, sem, rtol=1e-10)
+    assert curve.chance == pytest.approx(chance, rel=1e-10)
+    assert curve.n_units_used == 24 and curve.fraction_responsive == 24 / 25
+    first = np.flatnonzero(curve.counts)[0]
+    assert curve.index == pytest.approx(mean[first] - chance, rel=1e-10)
+    np.testing.assert_allclose(curve.bin_centres, (edges[:-1] + edges[1:]) / 2)
+    assert curve.to_dict()["index"] == curve.index and curve.to_dict()["chance"] == curve.chance
+    default = topography.smoothness_curve(responses, xy)
+    explicit = topography.smoothness_curve(responses, xy, 10, 1.0, 4000, 200_000, 0)
+    np.testing.assert_array_equal(default.mean_correlation, explicit.mean_correlation)
+    assert default.chance == explicit.chance and len(default.counts) == 10
+
+
+def test_smoothness_curve_subsamples_units_and_pairs_to_their_caps():
+    from workbench.models import topography
+
+    responses, xy = _sheet(1)
+    curve = topography.smoothness_curve(responses, xy, n_bins=3, max_units=10, max_pairs=7)
+    assert curve.n_units_used == 10 and curve.counts.sum() == 7
+    empty = topography.SmoothnessCurve(np.linspace(0, 1, 3), np.full(2, np.nan), np.full(2, np.nan),
+                                       np.zeros(2, int), 0.1, 0, 0.0)
+    assert np.isnan(topography.smoothness_index(empty))
+    with pytest.raises(ValueError, match="at least 3 stimuli"):
+        topography.smoothness_curve(responses[:2], xy)
+    assert np.isfinite(topography.smoothness_curve(responses[:3], xy, n_bins=1).chance)
+    with pytest.raises(ValueError, match="n_bins must be >= 1"):
+        topography.smoothness_curve(responses, xy, n_bins=0)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # scipy's t of the flat unit is NaN
+def test_selectivity_equals_scipy_welch_t_and_dprime_and_zero_for_flat_units():
+    from scipy import stats
+
+    from workbench.models import topography
+
+    rng = np.random.default_rng(4)
+    responses = rng.normal(size=(9, 4))
+    responses[:, 2] = 3.0                                # flat unit: 0, not NaN
+    is_target = np.array([1, 1, 0, 0, 1, 0, 0, 0, 1])
+    t = topography.selectivity(responses, is_target)
+    expected_t = stats.ttest_ind(responses[is_target == 1], responses[is_target == 0], equal_var=False).statistic
+    np.testing.assert_allclose(np.delete(t, 2), np.delete(expected_t, 2), rtol=1e-12)
+    assert t[2] == 0.0
+    a, b = responses[is_target == 1], responses[is_target == 0]
+    dprime = (a.mean(0) - b.mean(0)) / np.sqrt((a.var(0, ddof=1) + b.var(0, ddof=1)) / 2)
+    np.testing.assert_allclose(np.delete(topography.selectivity(responses, is_target, "dprime"), 2),
+                               np.delete(dprime, 2), rtol=1e-12)
+    np.testing.assert_array_equal(topography.selectivity(responses, is_target, "d'"),
+                                  topography.selectivity(responses, is_target, "dprime"))
+    two = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0])
+    assert np.isfinite(topography.selectivity(responses, two)).all()
+    with pytest.raises(ValueError, match="at least 2 target and 2 other stimuli, got 1 and 8"):
+        topography.selectivity(responses, np.eye(9)[0])
+    big = topography.selectivity(responses, is_target, eps=10.0)   # every denominator below eps: all 0
+    assert np.all(big == 0.0)
+
+
+def test_rasterize_means_per_pixel_and_clips_the_far_edge():
+    from workbench.models import topography
+
+    positions = np.array([[0.0, 0.0], [0.4, 0.1], [1.0, 0.0], [1.99, 0.99], [2.0, 1.0]])
+    values = np.array([1.0, 3.0, 5.0, 7.0, 11.0])
+    grid, extent, pix = topography.rasterize(values, positions, pixel_mm=0.5)
+    assert grid.shape == (2, 4) and extent == (0.0, 2.0, 0.0, 1.0)
+    np.testing.assert_array_equal(pix, [[0, 0], [0, 0], [0, 2], [1, 3], [1, 3]])
+    expected = np.full((2, 4), np.nan)
+    expected[0, 0], expected[0, 2], expected[1, 3] = 2.0, 5.0, 9.0
+    np.testing.assert_array_equal(grid, expected)
+    default_grid, default_extent, _ = topography.rasterize(values, positions)
+    assert default_grid.shape == (32, 64) and default_extent == pytest.approx((0.0, 2.0, 0.0, 1.0))
+    _, wide, _ = topography.rasterize(values, positions, 0.3, extent=(-1.0, 2.0, 0.0, 1.0))
+    assert wide == pytest.approx((-1.0, -1.0 + 10 * 0.3, 0.0, 4 * 0.3))
+
+
+def test_units_in_disk_and_top_units_at_their_boundaries():
+    from workbench.models import topography
+
+    positions = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(topography.units_in_disk(positions, (0, 0), 1.0), [0, 1])
+    np.testing.assert_array_equal(topography.units_in_disk(positions, (0, 0), 0.0), [0])
+    np.testing.assert_array_equal(topography.units_in_disk(positions, np.array([3, 0]), 3.6), [0, 1])
+    values = np.array([0.5, 2.0, 2.0, -1.0, 3.0])
+    np.testing.assert_array_equal(topography.top_units(values, n=3), [4, 1, 2])   # ties: lower index first
+    np.testing.assert_array_equal(topography.top_units(values, fraction=0.5), [4, 1])  # round(2.5) = 2
+    np.testing.assert_array_equal(topography.top_units(values, fraction=1.0), [4, 1, 2, 0, 3])
+    assert len(topography.top_units(values, n=0)) == 0 and len(topography.top_units(values, n=5)) == 5
+    for kwargs in ({"n": 6}, {"n": -1}, {"fraction": 0.0}, {"fraction": 1.01}, {}, {"n": 1, "fraction": 0.5}):
+        with pytest.raises(ValueError):
+            topography.top_units(values, **kwargs)
