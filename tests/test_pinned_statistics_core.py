@@ -329,49 +329,66 @@ def test_cka_guards_name_the_problem_at_their_boundaries():
 def _sheet(seed: int = 0, n_stimuli: int = 9, side: int = 5):
     """Units on a side x side grid (0.5 mm apart); responses smooth over the sheet plus noise; one dead unit."""
     rng = np.random.default_rng(seed)
-    xy = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2) * 0.5
+    xy = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2) * 0.5 + [1.0, 3.0]
     field_ = rng.normal(size=(n_stimuli, 2))
     responses = field_ @ xy.T + rng.normal(size=(n_stimuli, len(xy)))
     responses[:, 3] = 1.5
     return responses, xy
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # the first distance bin is empty (NaN mean and SEM)
-def test_smoothness_curve_equals_a_direct_computation():
-    """Binned mean / SEM of pairwise response correlations of responsive units, chance from the same random pairs,
-    index = nearest occupied bin minus chance, fraction responsive; defaults n_bins=10, half the extent, seed 0."""
+def _direct_smoothness(responses, xy, n_bins, max_distance, max_pairs, seed):
+    """(edges, counts, mean, sem, chance, n_units) written out: correlations of every responsive pair within
+    ``max_distance`` (np.corrcoef), binned; chance from the random pairs the function draws after its unit sample."""
     from scipy.spatial.distance import pdist
 
-    from workbench.models import topography
-
-    responses, xy = _sheet()
-    curve = topography.smoothness_curve(responses, xy, n_bins=4, max_distance_mm=1.2, seed=3)
     alive = np.flatnonzero(responses.std(0) > 1e-8)
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     use = np.sort(rng.choice(alive, size=len(alive), replace=False))
     r_all = np.corrcoef(responses[:, use].T)
     d_all = pdist(xy[use])
-    iu = np.triu_indices(len(use), 1)
-    r_pairs, keep = r_all[iu], d_all <= 1.2
-    r_pairs, d = r_pairs[keep], d_all[keep]
-    edges = np.linspace(0, 1.2, 5)
-    which = np.clip(np.digitize(d, edges) - 1, 0, 3)
-    mean = np.array([r_pairs[which == b].mean() for b in range(4)])
-    sem = np.array([r_pairs[which == b].std() / np.sqrt((which == b).sum() - 1) for b in range(4)])
-    i, j = rng.integers(0, len(use), size=(2, 50_000))
+    keep = d_all <= max_distance
+    assert keep.sum() <= max_pairs                        # no pair subsample to replay
+    r_pairs, d = r_all[np.triu_indices(len(use), 1)][keep], d_all[keep]
+    edges = np.linspace(0, max_distance, n_bins + 1)
+    which = np.clip(np.digitize(d, edges) - 1, 0, n_bins - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.array([r_pairs[which == b].mean() if (which == b).any() else np.nan for b in range(n_bins)])
+        sem = np.array([r_pairs[which == b].std() / np.sqrt(max((which == b).sum() - 1, 1))
+                        if (which == b).any() else np.nan for b in range(n_bins)])
+    i, j = rng.integers(0, len(use), size=(2, min(max_pairs, 50_000)))
     chance = np.mean(r_all[i[i != j], j[i != j]])
+    return edges, np.bincount(which, minlength=n_bins), mean, sem, chance, len(use)
+
+
+@pytest.mark.parametrize("max_pairs", [200_000, 140])       # 140: exactly the number of pairs within 1.2 mm
+def test_smoothness_curve_equals_a_direct_computation(max_pairs):
+    """Binned mean / SEM of pairwise response correlations of responsive units, chance from the same random pairs,
+    index = nearest occupied bin minus chance, fraction responsive; defaults n_bins=10, half the extent, seed 0."""
+    from workbench.models import topography
+
+    responses, xy = _sheet()
+    curve = topography.smoothness_curve(responses, xy, n_bins=4, max_distance_mm=1.2, max_pairs=max_pairs, seed=3)
+    edges, counts, mean, sem, chance, n_units = _direct_smoothness(responses, xy, 4, 1.2, max_pairs, 3)
+    assert counts.sum() == 140
     np.testing.assert_allclose(curve.bin_edges, edges)
-    np.testing.assert_array_equal(curve.counts, np.bincount(which, minlength=4))
+    np.testing.assert_array_equal(curve.counts, counts)
     np.testing.assert_allclose(curve.mean_correlation, mean, rtol=1e-10)
     np.testing.assert_allclose(curve.sem, sem, rtol=1e-10)
     assert curve.chance == pytest.approx(chance, rel=1e-10)
-    assert curve.n_units_used == 24 and curve.fraction_responsive == 24 / 25
-    first = np.flatnonzero(curve.counts)[0]
+    assert curve.n_units_used == n_units == 24 and curve.fraction_responsive == 24 / 25
+    first = np.flatnonzero(counts)[0]
     assert curve.index == pytest.approx(mean[first] - chance, rel=1e-10)
     np.testing.assert_allclose(curve.bin_centres, (edges[:-1] + edges[1:]) / 2)
-    assert curve.to_dict()["index"] == curve.index and curve.to_dict()["chance"] == curve.chance
+    out = curve.to_dict()
+    assert set(out) == {"bin_centres_mm", "mean_correlation", "sem", "counts", "chance", "index", "n_units_used",
+                        "fraction_responsive"}
+    for key, value in (("bin_centres_mm", curve.bin_centres), ("mean_correlation", curve.mean_correlation),
+                       ("sem", curve.sem), ("counts", counts)):
+        np.testing.assert_array_equal(out[key], value)
+    assert (out["chance"], out["index"], out["n_units_used"], out["fraction_responsive"]) == \
+        (curve.chance, curve.index, 24, 24 / 25)
     default = topography.smoothness_curve(responses, xy)
-    explicit = topography.smoothness_curve(responses, xy, 10, 1.0, 4000, 200_000, 0)
+    explicit = topography.smoothness_curve(responses, xy, 10, 1.0, 4000, 200_000, 0)   # half the 2 mm extent
     np.testing.assert_array_equal(default.mean_correlation, explicit.mean_correlation)
     assert default.chance == explicit.chance and len(default.counts) == 10
 
@@ -433,8 +450,12 @@ def test_rasterize_means_per_pixel_and_clips_the_far_edge():
     np.testing.assert_array_equal(grid, expected)
     default_grid, default_extent, _ = topography.rasterize(values, positions)
     assert default_grid.shape == (32, 64) and default_extent == pytest.approx((0.0, 2.0, 0.0, 1.0))
-    _, wide, _ = topography.rasterize(values, positions, 0.3, extent=(-1.0, 2.0, 0.0, 1.0))
-    assert wide == pytest.approx((-1.0, -1.0 + 10 * 0.3, 0.0, 4 * 0.3))
+    _, wide, wide_pix = topography.rasterize(values, positions, 0.3, extent=(-1.0, 2.0, 0.5, 1.0))
+    assert wide == pytest.approx((-1.0, -1.0 + 10 * 0.3, 0.5, 0.5 + 2 * 0.3))
+    np.testing.assert_array_equal(wide_pix, [[0, 3], [0, 4], [0, 6], [1, 9], [1, 9]])
+    # float32 positions are placed by their float64 values: 0.7f / 0.1 is 6.99... (pixel 6), not 7 as in float32
+    _, _, pix32 = topography.rasterize(np.ones(3), np.array([[0, 0], [0.7, 0], [1, 1]], dtype=np.float32), 0.1)
+    np.testing.assert_array_equal(pix32[1], [0, 6])
 
 
 def test_units_in_disk_and_top_units_at_their_boundaries():
