@@ -473,3 +473,89 @@ def test_units_in_disk_and_top_units_at_their_boundaries():
     for kwargs in ({"n": 6}, {"n": -1}, {"fraction": 0.0}, {"fraction": 1.01}, {}, {"n": 1, "fraction": 0.5}):
         with pytest.raises(ValueError):
             topography.top_units(values, **kwargs)
+
+
+# -- attribution/checks.py -------------------------------------------------------------------------------------------
+def test_reduce_maps_and_spearman_rows_equal_numpy_and_scipy():
+    """'abs' (default) = |channel sum|, 'sum', 'abs_sum' = sum of |a|; Spearman per row as scipy's (ties averaged),
+    NaN for a constant row or a row holding NaN, without touching the other rows."""
+    from scipy import stats
+
+    from workbench.attribution import checks
+
+    a = np.random.default_rng(0).normal(size=(2, 3, 4, 5))
+    np.testing.assert_array_equal(checks.reduce_maps(a), np.abs(a.sum(1)))
+    np.testing.assert_array_equal(checks.reduce_maps(a, "sum"), a.sum(1))
+    np.testing.assert_array_equal(checks.reduce_maps(a, "abs_sum"), np.abs(a).sum(1))
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 4, size=(4, 9)).astype(float), rng.normal(size=(4, 9))
+    x[2] = 1.0                                            # constant row
+    y[3, 4] = np.nan                                      # a map with a NaN
+    got = checks.spearman_rows(x, y)
+    for row in (0, 1):
+        assert got[row] == pytest.approx(stats.spearmanr(x[row], y[row]).statistic, rel=1e-12)
+    assert np.isnan(got[2]) and np.isnan(got[3])
+
+
+def test_randomisation_and_faithfulness_summaries_report_their_statistics():
+    from scipy.integrate import trapezoid
+
+    from workbench.attribution import checks
+
+    spearman = np.array([[0.9, 0.7, np.nan], [0.2, 0.4, 0.3]])
+    result = checks.RandomisationResult("ig", ["fc2", "fc1"], spearman)
+    summary = result.summary()
+    assert set(summary) == {"layers", "reduce", "spearman_mean", "spearman_per_image", "spearman_fully_randomised"}
+    assert summary["spearman_fully_randomised"] == pytest.approx(0.3)
+    np.testing.assert_allclose(summary["spearman_mean"], [0.8, 0.3])
+    np.testing.assert_array_equal(summary["spearman_per_image"], spearman)
+    empty = checks.RandomisationResult("ig", [], np.zeros((0, 2))).summary()
+    assert np.isnan(empty["spearman_fully_randomised"]) and empty["spearman_mean"] == []
+
+    rng = np.random.default_rng(2)
+    fractions = np.array([0.0, 0.1, 0.5, 1.0])
+    curves = [rng.random((3, 4)) for _ in range(4)]
+    faith = checks.FaithfulnessResult(fractions, *curves, extra={"fill": "blur"})
+    d, i, dr, ir = (trapezoid(c, fractions, axis=1) for c in curves)
+    assert faith.summary() == {
+        "deletion_auc": float(d.mean()), "deletion_auc_random": float(dr.mean()), "insertion_auc": float(i.mean()),
+        "insertion_auc_random": float(ir.mean()), "deletion_gain": float((dr - d).mean()),
+        "insertion_gain": float((i - ir).mean()), "deletion_better_than_random_fraction": float((d < dr).mean()),
+        "insertion_better_than_random_fraction": float((i > ir).mean()), "deletion_auc_per_image": d.tolist(),
+        "insertion_auc_per_image": i.tolist(), "fill": "blur"}
+
+
+def test_fill_images_for_every_kind_of_fill():
+    """A number, 'mean' (per image and channel), 'blur' (torchvision's Gaussian, k = max(3, odd(min(H, W) / 4)),
+    sigma k / 3), an image for every input or one for all; anything else is refused."""
+    import torch
+    from torchvision.transforms.functional import gaussian_blur
+
+    from workbench.attribution.checks import _fill_images
+
+    x = torch.as_tensor(np.random.default_rng(3).normal(size=(2, 3, 16, 12)))
+    torch.testing.assert_close(_fill_images(x, 0.5), torch.full_like(x, 0.5))
+    torch.testing.assert_close(_fill_images(x, "mean"), x.mean(dim=(2, 3), keepdim=True).expand_as(x))
+    torch.testing.assert_close(_fill_images(x, "blur"), gaussian_blur(x, [3, 3], [1.0, 1.0]))
+    big = torch.as_tensor(np.random.default_rng(4).normal(size=(1, 1, 40, 44)))
+    torch.testing.assert_close(_fill_images(big, "blur"), gaussian_blur(big, [11, 11], [11 / 3, 11 / 3]))
+    image = np.random.default_rng(5).normal(size=(3, 16, 12))
+    torch.testing.assert_close(_fill_images(x, image), torch.as_tensor(image).expand_as(x))
+    torch.testing.assert_close(_fill_images(x, np.stack([image, 2 * image])), torch.as_tensor(np.stack([image,
+                                                                                                      2 * image])))
+    with pytest.raises(ValueError, match="fill must be a number, 'mean', 'blur' or an image"):
+        _fill_images(x, np.zeros((3, 4, 4)))
+    with pytest.raises(ValueError, match="unknown fill 'median'"):
+        _fill_images(x, "median")
+
+
+def test_randomisation_layers_default_to_the_children_top_down():
+    import torch
+    from torch import nn
+
+    from workbench.attribution import checks
+
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Sequential(nn.Linear(5, 3), nn.Linear(3, 2)))
+    example = torch.zeros(3, 4)
+    assert checks.randomisation_layers(model, example) == ["2", "0"]
+    assert checks.randomisation_layers(model, example, "leaves") == ["2.1", "2.0", "0"]
