@@ -559,3 +559,19 @@ def test_randomisation_layers_default_to_the_children_top_down():
     example = torch.zeros(3, 4)
     assert checks.randomisation_layers(model, example) == ["2", "0"]
     assert checks.randomisation_layers(model, example, "leaves") == ["2.1", "2.0", "0"]
+
+
+def test_cka_computes_on_the_device_it_is_given(monkeypatch):
+    """``device`` reaches both representations in every CKA entry point."""
+    import torch
+
+    import workbench.utils
+
+    cka = importlib.import_module("workbench.alignment.cka")
+    asked = []
+    monkeypatch.setattr(workbench.utils, "get_device", lambda device=None: asked.append(device) or torch.device("cpu"))
+    x, y = np.random.default_rng(0).normal(size=(2, 6, 3))
+    for call in (cka.cka, cka.linear_cka_biased, cka.linear_cka_unbiased, cka.linear_cka, cka.rbf_cka):
+        asked.clear()
+        call(x, y, device="the-device")
+        assert asked == ["the-device", "the-device"], call.__name__
