@@ -575,3 +575,85 @@ def test_cka_computes_on_the_device_it_is_given(monkeypatch):
         asked.clear()
         call(x, y, device="the-device")
         assert asked == ["the-device", "the-device"], call.__name__
+
+
+# -- inference.py: bootstrap_rsa and noise_ceiling -------------------------------------------------------------------
+def _rdm_vectors(seed: int, k: int, n: int = 7) -> np.ndarray:
+    """k condensed RDMs of n stimuli sharing a structure (so scores and ceilings are far from 0), with a few ties."""
+    rng = np.random.default_rng(seed)
+    shared = rng.random(n * (n - 1) // 2)
+    out = shared + 0.6 * rng.random((k, len(shared)))
+    out[:, :3] = np.round(out[:, :3], 1)
+    return out
+
+
+@pytest.mark.parametrize("method", ["kendall_tau_a", "spearman"])
+@pytest.mark.parametrize("scheme, n_bootstrap", [("both", 60), ("stimuli", 60), ("stimuli", 5)])
+def test_bootstrap_torch_path_equals_the_rank_kernels(monkeypatch, method, scheme, n_bootstrap):
+    """The batched torch path (tau-a as a quadratic form when B*M*S > 512, weighted ranks for Spearman) and the
+    compiled kernels compute the same samples, ceilings, scores and ceiling."""
+    inference = importlib.import_module("workbench.alignment.inference")
+    if not inference._rank_kernels.available():
+        pytest.skip("numba missing: only the torch path exists")
+    models, data = _rdm_vectors(1, 3), _rdm_vectors(2, 3)
+    run = lambda: inference.bootstrap_rsa(models, data, method, n_bootstrap, scheme, seed=4, progress=False)  # noqa
+    fast = run()
+    monkeypatch.setattr(inference, "_use_rank_kernels", lambda *a: False)
+    slow = run()
+    assert np.isfinite(fast.samples).any() and np.isfinite(fast.ceiling_samples).any()
+    for a, b in ((fast.samples, slow.samples), (fast.ceiling_samples, slow.ceiling_samples),
+                 (fast.scores, slow.scores), (fast.noise_ceiling, slow.noise_ceiling)):
+        np.testing.assert_allclose(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["pearson", "cosine", "whitened_pearson", "whitened_cosine", "spearman",
+                                    "kendall_tau_a"])
+def test_subject_bootstrap_samples_are_count_weighted_means_of_per_subject_scores(method):
+    """Resampling subjects only: a sample's score is the mean over its drawn subjects (with repeats) of each
+    subject's score on the full RDMs (compare_rdms)."""
+    inference = importlib.import_module("workbench.alignment.inference")
+    from workbench.alignment.rsa import compare_rdms
+
+    models, data = _rdm_vectors(3, 2), _rdm_vectors(4, 4)
+    result = inference.bootstrap_rsa(models, data, method, 6, "subjects", seed=2, progress=False)
+    per_subject = np.asarray(compare_rdms(models, data, method))             # (models, subjects)
+    counts = np.stack([np.bincount(row, minlength=4) for row in result.subject_indices])
+    np.testing.assert_allclose(result.samples, counts @ per_subject.T / 4, rtol=1e-10)
+    np.testing.assert_allclose(result.scores, per_subject.mean(1), rtol=1e-10)
+
+
+def test_bootstrap_with_one_subject_or_no_ceiling_or_too_few_stimuli():
+    """One subject: no noise ceiling (NaN) but scores; ceiling=False: NaN ceiling samples; a sample with fewer than 3
+    distinct stimuli is NaN and the others are not."""
+    inference = importlib.import_module("workbench.alignment.inference")
+
+    models, data = _rdm_vectors(5, 2), _rdm_vectors(6, 3)
+    one = inference.bootstrap_rsa(models, data[:1], "pearson", 4, "stimuli", progress=False)
+    assert np.isnan(one.noise_ceiling).all() and np.isnan(one.ceiling_samples).all()
+    assert np.isfinite(one.scores).all() and np.isfinite(one.samples).all()
+    off = inference.bootstrap_rsa(models, data, "pearson", 4, "stimuli", ceiling=False, progress=False)
+    assert np.isnan(off.ceiling_samples).all() and np.isfinite(off.noise_ceiling).all()
+    stim = np.array([[0, 1, 2, 3, 4, 5, 6], [0, 0, 1, 1, 1, 0, 0], [2, 2, 3, 4, 4, 4, 2]])
+    subj = np.tile(np.arange(3), (3, 1))
+    few = inference.bootstrap_rsa(models, data, "pearson", subject_indices=subj, stimulus_indices=stim,
+                                  progress=False)
+    assert np.isfinite(few.samples[[0, 2]]).all() and np.isnan(few.samples[1]).all()
+    assert np.isfinite(few.ceiling_samples[[0, 2]]).all() and np.isnan(few.ceiling_samples[1]).all()
+    with pytest.raises(ValueError, match="out of range"):
+        inference.bootstrap_rsa(models, data, "pearson", subject_indices=np.full((3, 3), 3), stimulus_indices=stim,
+                                progress=False)
+
+
+def test_noise_ceiling_of_two_subjects_equals_its_definition():
+    """Pearson: upper = mean r(subject, mean of both z-scored RDMs), lower = r(subject 0, subject 1)."""
+    inference = importlib.import_module("workbench.alignment.inference")
+
+    data = _rdm_vectors(7, 2)
+    z = (data - data.mean(1, keepdims=True)) / data.std(1, keepdims=True)
+    pooled = z.mean(0)
+    upper = np.mean([np.corrcoef(d, pooled)[0, 1] for d in data])
+    lower = np.corrcoef(data[0], data[1])[0, 1]
+    got = inference.noise_ceiling(data, "pearson")
+    assert got == pytest.approx((lower, upper), rel=1e-10)
+    with pytest.raises(ValueError, match="at least 2 subjects"):
+        inference.noise_ceiling(data[:1], "pearson")
