@@ -657,3 +657,48 @@ def test_noise_ceiling_of_two_subjects_equals_its_definition():
     assert got == pytest.approx((lower, upper), rel=1e-10)
     with pytest.raises(ValueError, match="at least 2 subjects"):
         inference.noise_ceiling(data[:1], "pearson")
+
+
+# -- training/losses.py ----------------------------------------------------------------------------------------------
+def test_window_members_include_both_edges():
+    """TDANN's indices_within_limits: lo <= position <= hi on both axes."""
+    from workbench.training.losses import window_members
+
+    positions = np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5], [1.0001, 0.5], [0.5, -0.0001]])
+    members = window_members(positions, np.array([[0.5, 0.5], [3.0, 3.0]]), 1.0)
+    np.testing.assert_array_equal(members[0], [0, 1, 2])
+    assert len(members[1]) == 0
+
+
+def test_spatial_correlation_loss_buffers_are_float32_and_outside_the_state_dict(monkeypatch):
+    """Positions, pool and target statistics are float32 buffers that are not saved (rebuilt from the sheet); the
+    target cache is used when the pool fits the byte budget exactly (4 bytes per target entry)."""
+    import torch
+
+    from workbench.models import CorticalSheet
+    from workbench.training import losses
+
+    sheet = CorticalSheet((8, 4, 4), size_mm=4.0)
+    pool_bytes = 16 * 32 * 32 * 4                          # pool_size x neighbourhood_size^2 float32 entries
+    monkeypatch.setattr(losses, "_TARGET_CACHE_BYTES", pool_bytes)
+    loss = losses.SpatialCorrelationLoss(sheet, neighbourhood_size=32, n_neighbourhoods=2, pool_size=16, seed=1)
+    assert tuple(loss.pool.shape) == (16, 32) and loss.cache_targets
+    value = loss(torch.randn(5, 8, 4, 4))
+    assert value.dtype == torch.float32 and loss.pool_targets is not None
+    for name in ("positions", "pool_target_mean", "pool_target_scale", "pool_targets"):
+        assert getattr(loss, name).dtype == torch.float32, name
+    assert len(loss.state_dict()) == 0
+    monkeypatch.setattr(losses, "_TARGET_CACHE_BYTES", pool_bytes - 1)
+    assert not losses.SpatialCorrelationLoss(sheet, neighbourhood_size=32, pool_size=16, seed=1).cache_targets
+
+
+def test_parse_topography_takes_the_models_own_sheets_by_default():
+    from workbench.models import build_model
+    from workbench.training.losses import parse_topography
+
+    cfg = {"name": "small_cnn", "num_classes": 10, "width": 4,
+           "topography": {"layers": ["conv3"], "weight": 0.5}}
+    model = build_model(cfg)
+    objectives = parse_topography(cfg, model)
+    assert [(o.layer, o.weight) for o in objectives] == [("conv3", 0.5)]
+    assert objectives[0].loss.n_units == model.cortical_sheets["conv3"].n_units
