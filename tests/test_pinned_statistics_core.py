@@ -702,3 +702,42 @@ def test_parse_topography_takes_the_models_own_sheets_by_default():
     objectives = parse_topography(cfg, model)
     assert [(o.layer, o.weight) for o in objectives] == [("conv3", 0.5)]
     assert objectives[0].loss.n_units == model.cortical_sheets["conv3"].n_units
+
+
+# -- alignment/regression.py -----------------------------------------------------------------------------------------
+def test_first_best_keeps_the_earliest_strict_minimum():
+    """RidgeCV's rule: the best so far is replaced only by a strictly smaller error; ties keep the earlier alpha,
+    NaN is never chosen (unless first) and never beaten."""
+    from workbench.alignment.regression import _first_best
+
+    errors = np.array([[5.0, 2.0, np.nan, 4.0], [1.0, 2.0, 1.0, 5.0], [3.0, 1.0, 0.5, 4.5], [1.0, 3.0, 2.0, 6.0]])
+    np.testing.assert_array_equal(_first_best(errors), [1, 2, 0, 0])
+
+
+def test_loo_errors_of_many_alphas_come_out_the_same_in_batches(monkeypatch):
+    """More alphas than one ~64 MB batch holds: the batched leave-one-out errors equal those of each alpha alone."""
+    from workbench.alignment import regression
+
+    rng = np.random.default_rng(0)
+    n, t = 10, 50
+    K = rng.normal(size=(n, 4))
+    K = K @ K.T
+    evals, Q = np.linalg.eigh(K)
+    qty = Q.T @ rng.normal(size=(n, t))
+    alphas = np.logspace(-3, 3, 16_001)                    # batch = 8e6 // (n t) = 16000 < 16001 alphas
+    errors = regression._loo_mean_squared_errors(evals, Q, qty, alphas, per_target=False)
+    assert errors.shape == (16_001,)
+    alone = regression._loo_mean_squared_errors(evals, Q, qty, alphas[[0, 16_000]], per_target=False)
+    np.testing.assert_allclose(errors[[0, 16_000]], alone, rtol=1e-12)
+
+
+def test_cpu_backend_is_numpy_and_blas_limit_starts_from_scratch(monkeypatch):
+    """On the CPU the arrays stay numpy (threaded folds, one BLAS thread); the BLAS controller is found on first use."""
+    from workbench.alignment import regression
+
+    arr = np.ones((3, 2))
+    assert regression._backend_array(arr, "cpu") is arr
+    monkeypatch.setattr(regression, "_THREADPOOLS", [])
+    with regression._one_blas_thread():
+        pass
+    assert len(regression._THREADPOOLS) == 1
