@@ -741,3 +741,50 @@ def test_cpu_backend_is_numpy_and_blas_limit_starts_from_scratch(monkeypatch):
     with regression._one_blas_thread():
         pass
     assert len(regression._THREADPOOLS) == 1
+
+
+def test_median_pearson_r_is_computed_in_float64():
+    from workbench.alignment.regression import median_pearson_r, pearson_per_column
+
+    rng = np.random.default_rng(1)
+    actual, predicted = (rng.normal(size=(12, 5)) + 100).astype(np.float32), rng.normal(size=(12, 5))
+    expected = np.median(pearson_per_column(predicted, actual.astype(np.float64)))
+    assert median_pearson_r(actual, predicted) == pytest.approx(expected, rel=1e-13)
+
+
+def test_folds_and_encoding_defaults_seed_method_and_device(monkeypatch):
+    """make_folds: sklearn's shuffled (Stratified)KFold, 5 folds, seed 0 by default; cross_validate_encoding passes
+    its seed to the folds, has standardize=False by default, runs PLS when asked, and passes its device on."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from workbench.alignment import regression
+
+    folds = regression.make_folds(20)
+    expected = list(KFold(5, shuffle=True, random_state=0).split(np.zeros(20)))
+    assert len(folds) == 5
+    for (tr, te), (etr, ete) in zip(folds, expected):
+        np.testing.assert_array_equal(tr, etr)
+        np.testing.assert_array_equal(te, ete)
+    labels = np.repeat([0, 1, 2, 3], 5)
+    strat = regression.make_folds(20, 4, 2, labels)
+    for (tr, te), (etr, ete) in zip(strat, StratifiedKFold(4, shuffle=True, random_state=2).split(np.zeros(20),
+                                                                                                   labels)):
+        np.testing.assert_array_equal(te, ete)
+    rng = np.random.default_rng(2)
+    X, Y = rng.normal(size=(20, 6)) * [1, 10, 1, 1, 5, 1], rng.normal(size=(20, 3))
+    Y[:, 0] += X[:, 1]
+    result = regression.cross_validate_encoding(X, Y, seed=3)
+    pred, _ = regression.ridge_cv_predictions(X, Y, regression.make_folds(20, 5, 3), standardize=False)
+    np.testing.assert_allclose(result.predictions, pred, rtol=1e-10)
+    unscaled = regression.cross_validate_encoding(X, Y, seed=3, standardize=True)
+    assert not np.allclose(unscaled.predictions, result.predictions)
+    pls = regression.cross_validate_encoding(X, Y, "pls", n_folds=4, n_components=2)
+    expected_pls = np.empty_like(Y)
+    for tr, te in regression.make_folds(20, 4, 0):
+        expected_pls[te] = regression.PLSEncoder(2).fit(X[tr], Y[tr]).predict(X[te]).reshape(len(te), -1)
+    np.testing.assert_allclose(pls.predictions, expected_pls, rtol=1e-10)
+    asked = []
+    real = regression.get_device
+    monkeypatch.setattr(regression, "get_device", lambda device=None: asked.append(device) or real("cpu"))
+    regression.ridge_cv_predictions(X, Y, folds, device="the-device")
+    assert asked and set(asked) == {"the-device"}
