@@ -1,17 +1,25 @@
-"""Run mutmut's mutants inside one pytest session (a pytest plugin), for machines where mutmut's fork-per-mutant
+"""Run mutmut's mutants from one pytest session (a pytest plugin), for machines where mutmut's process-per-mutant
 runner is too slow (2 shared cores: ~1-2 mutants a minute there).
 
-mutmut (``mutmut run``) generates the mutants under ``mutants/``; its trampolines pick the active mutant from
-``MUTANT_UNDER_TEST`` on every call, and in its ``stats`` mode record which mutated functions a test calls. This
-plugin runs each selected test once in ``stats`` mode, then again under each not-yet-killed mutant of the functions
-that run called; a failure (or a run over ``MUTATION_TIMEOUT_S`` seconds) kills the mutant. Verdicts are written into mutmut's
-``*.py.meta`` files, so ``mutmut results`` / ``mutmut show`` and ``tests/mutation/mutation_summary.py`` read them.
+mutmut generates the mutants under ``mutants/`` (``python tests/mutation/mutation_inprocess.py``, as ``mutmut run``
+does); its trampolines pick the active mutant from ``MUTANT_UNDER_TEST`` on every call, and in its ``stats`` mode
+record which mutated functions a test calls. This plugin runs each selected test once in ``stats`` mode, then under
+each not-yet-killed mutant of the functions that run called. Each mutant's run is a child forked from the pytest
+process after torch, numba and the test's fixtures are loaded (no re-import per mutant), killed with SIGKILL after
+``MUTATION_TIMEOUT_S`` seconds of wall clock: a mutant that loops inside compiled code (numba, torch), where no
+Python signal handler runs, is recorded as a timeout (detected, as mutmut does). A failing test, or a child that
+dies, kills the mutant. A child's changes to module state or fixtures die with it, so mutants cannot affect each
+other. Verdicts are written into mutmut's ``*.py.meta`` files (``mutmut results`` / ``mutmut show`` and
+``tests/mutation/mutation_summary.py`` read them).
 
     cd mutants && MUTATION_TARGETS='workbench.alignment.ceiling.*' python -m pytest -p mutation_inprocess \\
         -m "not slow" -q tests/test_x.py          # with PYTHONPATH=../tests/mutation
 
-Mutants share the process, so a mutant that corrupts module state could affect the next; mutmut's own runner
-(``make mutation``) isolates them and is the reference when in doubt.
+Environment: ``MUTATION_TARGETS`` (comma-separated mutant-name globs), ``MUTATION_TIMEOUT_S`` (default 30),
+``MUTATION_SAMPLE`` (at most this many mutants per module, a fixed random sample, seed ``MUTATION_SEED``, default 0;
+the rest stay "not checked"). Mutants already killed (or timed out) in ``mutants/`` are not run again, so a run cut
+short resumes and a rerun after adding tests checks only the survivors; generate the mutants again for a fresh run.
+Each test is first run clean in a child; a test that fails there is skipped (its mutants' verdicts would mean nothing).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import random
+import select
 import signal
 import time
 from pathlib import Path
@@ -26,14 +36,7 @@ from pathlib import Path
 import pytest
 
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = 1, 0, 33, 36
-
-
-class MutantTimeout(Exception):
-    pass
-
-
-def _on_alarm(signum, frame):
-    raise MutantTimeout()
+DETECTED = (KILLED, TIMEOUT)
 
 
 def _function_of(mutant: str) -> str:
@@ -44,37 +47,59 @@ def _all_mutants() -> dict[Path, dict[str, int | None]]:
     return {meta: json.loads(meta.read_text())["exit_code_by_key"] for meta in Path("workbench").rglob("*.py.meta")}
 
 
-class InProcessMutation:
-    """Collects verdicts while pytest runs the tests; writes them when the session ends."""
+def _sampled(names: list[str], sample: int | None, seed: int) -> list[str]:
+    if sample is None or len(names) <= sample:
+        return names
+    return sorted(random.Random(seed).sample(names, sample))
 
-    def __init__(self, targets: list[str], timeout_s: float):
+
+def _run_in_child(item, mutant: str, timeout_s: float) -> int:
+    """Run ``item`` in a forked child under ``mutant`` ("" for the clean code); the verdict code. The parent waits on
+    the child's pidfd, so the wall-clock limit holds whatever the child is doing."""
+    pid = os.fork()
+    if pid == 0:   # the child: never returns into pytest
+        code = KILLED
+        try:
+            os.environ["MUTANT_UNDER_TEST"] = mutant
+            item.runtest()
+            code = SURVIVED
+        except BaseException:  # noqa: BLE001 - any failure of the test under a mutant kills it
+            code = KILLED
+        finally:
+            os._exit(code)
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return TIMEOUT
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(pidfd)
+    return SURVIVED if os.waitstatus_to_exitcode(status) == SURVIVED else KILLED
+
+
+class InProcessMutation:
+    """Collects verdicts while pytest runs the tests; writes them as it goes and when the session ends."""
+
+    def __init__(self, targets: list[str], timeout_s: float, sample: int | None, seed: int):
         self.metas = _all_mutants()
-        self.targets = sorted(m for codes in self.metas.values() for m in codes
-                              if any(fnmatch.fnmatch(m, t) for t in targets))
+        self.targets = []
         self.verdict: dict[str, int] = {}
+        for codes in self.metas.values():
+            mine = sorted(m for m in codes if any(fnmatch.fnmatch(m, t) for t in targets))
+            for mutant in _sampled(mine, sample, seed):
+                self.targets.append(mutant)
+                if codes[mutant] in DETECTED:   # killed by an earlier run: not run again
+                    self.verdict[mutant] = codes[mutant]
+        self.resumed = len(self.verdict)
         self.timeout_s = timeout_s
         self.started = time.time()
         self.write_verdicts(undecided=None)   # a run cut short leaves its undecided mutants "not checked"
 
     def mutants_for(self, called: set[str]) -> list[str]:
-        return [m for m in self.targets if self.verdict.get(m) not in (KILLED, TIMEOUT) and _function_of(m) in called]
-
-    def run_mutant(self, item, mutant: str) -> None:
-        os.environ["MUTANT_UNDER_TEST"] = mutant
-        signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
-        try:
-            item.runtest()
-            self.verdict.setdefault(mutant, SURVIVED)
-        except MutantTimeout:
-            self.verdict[mutant] = TIMEOUT
-        except BaseException as err:  # noqa: BLE001 - any failure of the test under a mutant kills it
-            if isinstance(err, KeyboardInterrupt):
-                raise
-            self.verdict[mutant] = KILLED
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            os.environ["MUTANT_UNDER_TEST"] = ""
+        return [m for m in self.targets if self.verdict.get(m) not in DETECTED and _function_of(m) in called]
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
@@ -88,10 +113,16 @@ class InProcessMutation:
         if outcome.excinfo is not None:   # the clean test fails: its verdicts would mean nothing
             return
         mutants = self.mutants_for(called)
+        if not mutants:
+            return
+        if _run_in_child(item, "", self.timeout_s) != SURVIVED:
+            print(f"\nmutation: {item.nodeid} fails when forked; its {len(mutants)} mutants are not run on it")
+            return
         for mutant in mutants:
-            self.run_mutant(item, mutant)
-        if mutants:
-            self.write_verdicts(undecided=None)
+            code = _run_in_child(item, mutant, self.timeout_s)
+            if code in DETECTED or mutant not in self.verdict:
+                self.verdict[mutant] = code
+        self.write_verdicts(undecided=None)
 
     def write_verdicts(self, undecided: int | None) -> None:
         """Verdicts so far into mutmut's metadata; ``undecided`` for target mutants without one."""
@@ -104,21 +135,28 @@ class InProcessMutation:
                 codes[mutant] = self.verdict.get(mutant, undecided)
             data = json.loads(meta.read_text())
             data["exit_code_by_key"] = codes
-            meta.write_text(json.dumps(data, indent=4))
+            tmp = meta.with_suffix(".meta.tmp")
+            tmp.write_text(json.dumps(data, indent=4))
+            tmp.replace(meta)
 
     def pytest_sessionfinish(self, session):
         self.write_verdicts(undecided=NO_TESTS)
         counts = {code: list(self.verdict.values()).count(code) for code in (KILLED, SURVIVED, TIMEOUT)}
-        print(f"\nin-process mutation: {len(self.targets)} mutants, killed {counts[KILLED]}, timeout "
-              f"{counts[TIMEOUT]}, survived {counts[SURVIVED]}, no tests "
+        print(f"\nin-process mutation: {len(self.targets)} mutants ({self.resumed} killed before), killed "
+              f"{counts[KILLED]}, timeout {counts[TIMEOUT]}, survived {counts[SURVIVED]}, no tests "
               f"{len(self.targets) - len(self.verdict)} in {time.time() - self.started:.0f} s")
 
 
 def pytest_configure(config):
     targets = [t for t in os.environ.get("MUTATION_TARGETS", "").split(",") if t]
     if targets:
-        timeout_s = float(os.environ.get("MUTATION_TIMEOUT_S", "60"))
-        config.pluginmanager.register(InProcessMutation(targets, timeout_s), "mutation_inprocess_runner")
+        import torch
+
+        torch.set_num_threads(1)   # no OpenMP thread pool in the parent: forked children cannot use one
+        timeout_s = float(os.environ.get("MUTATION_TIMEOUT_S", "30"))
+        sample = int(os.environ["MUTATION_SAMPLE"]) if os.environ.get("MUTATION_SAMPLE") else None
+        runner = InProcessMutation(targets, timeout_s, sample, int(os.environ.get("MUTATION_SEED", "0")))
+        config.pluginmanager.register(runner, "mutation_inprocess_runner")
 
 
 def generate() -> None:

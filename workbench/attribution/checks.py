@@ -223,13 +223,17 @@ class FaithfulnessResult:
 def _fill_images(x: torch.Tensor, fill: Any) -> torch.Tensor:
     if isinstance(fill, (int, float)):
         return torch.full_like(x, float(fill))
-    if fill == "mean":
+    # isinstance first: an image given as a numpy array compares elementwise with a string
+    if isinstance(fill, str) and fill == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
-    if fill == "blur":
+    if isinstance(fill, str) and fill == "blur":
         from torchvision.transforms.functional import gaussian_blur
 
         k = max(3, (min(x.shape[-2:]) // 4) | 1)
         return gaussian_blur(x, kernel_size=[k, k], sigma=[k / 3.0, k / 3.0])
+    if isinstance(fill, str):
+        raise ValueError(f"unknown fill {fill!r}: use a number, 'mean', 'blur' or an image of shape "
+                         f"{tuple(x.shape[1:])}")
     f = torch.as_tensor(np.asarray(fill), dtype=x.dtype)
     if f.shape not in (x.shape[1:], x.shape):
         raise ValueError(f"fill must be a number, 'mean', 'blur' or an image of shape {tuple(x.shape[1:])}")
