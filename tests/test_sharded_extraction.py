@@ -78,6 +78,9 @@ SCRIPT = textwrap.dedent("""
         acts = extract_sharded(seeded_model(), noise_stimuli(), sys.argv[1], LAYERS, devices=2, accelerator="cpu",
                                batch_size=8)
         print(f"rank with {len(acts.stimulus_ids)} stimuli", flush=True)
+        # one batch for two ranks: rank 0 has nothing to extract, rank 1's shard is the whole store
+        extract_sharded(seeded_model(), noise_stimuli(5), sys.argv[1] + "_5", LAYERS, devices=2, accelerator="cpu",
+                        batch_size=8)
 """)
 
 
@@ -93,11 +96,13 @@ def test_two_gloo_processes_write_exactly_the_one_process_store(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank ran: the same kernels, so the same bits
     try:
-        extract_activations(seeded_model(), noise_stimuli(), LAYERS, batch_size=8, progress=False,
-                            store=tmp_path / "one")
+        for n, suffix in [(N_STIMULI, ""), (5, "_5")]:
+            extract_activations(seeded_model(), noise_stimuli(n), LAYERS, batch_size=8, progress=False,
+                                store=tmp_path / f"one{suffix}")
     finally:
         torch.set_num_threads(threads)
     assert_same_store(tmp_path / "sharded", tmp_path / "one")
+    assert_same_store(tmp_path / "sharded_5", tmp_path / "one_5")
     assert not shards_folder(tmp_path / "sharded").exists() and not (tmp_path / "sharded.partial").exists()
 
 

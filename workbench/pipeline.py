@@ -222,10 +222,11 @@ def _record_failure(name: str, err: BaseException, run: RunDir, todo: list[str],
 
 
 def _run_as_extra_rank(cfg: Mapping[str, Any], run: RunDir, stages: list[str] | None, force: bool,
-                         log: Callable[[str], None]) -> dict[str, Any]:
+                       log: Callable[[str], None]) -> dict[str, Any]:
     """A DDP rank other than 0 runs the train stage exactly when rank 0 does (same config, same run folder) and
     writes nothing: rank 0 saves the model, runs the later stages and writes the run once. When extraction is split
     over processes it runs the extract stage with rank 0 too, writing only its shards. Returns {}."""
+    cfg = _with_source_model(cfg, lambda message: None)  # from_run: the architecture rank 0 extracts with
     cfg = resolve_config({**cfg, "stages": stages if stages is not None else cfg.get("stages", [])})
     check_resumable(run, cfg, force)  # rank 0 refuses this call too: do not wait for it in a process group
     if "train" in cfg["stages"] and not cfg.get("from_run") and (force or not run.has_stage("train")):

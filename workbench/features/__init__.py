@@ -12,6 +12,7 @@ _EXPORTS = {
     "Activations": "extract", "extract_activations": "extract",
     "random_projection": "extract", "resolve_layers": "extract", "weights_hash": "extract",
     "Preprocess": "preprocess",
+    "extract_sharded": "sharded",
 }
 __all__ = list(_EXPORTS)
 

@@ -59,7 +59,8 @@ def _shard_path(store: Path, rows: tuple[int, int]) -> Path:
 
 
 class _RankBatches(torch.utils.data.Dataset):
-    """This rank's batches, as (first row, uint8 images): a lazy set is decoded here, in the DataLoader's workers."""
+    """This rank's batches, as (first row, uint8 images): a lazy set is decoded here, in the DataLoader's workers.
+    An empty share is one item with no images (Lightning refuses a rank whose loader has no batch)."""
 
     def __init__(self, images, rows: tuple[int, int], batch_size: int):
         self.images, self.batch_size = images, batch_size
@@ -67,9 +68,11 @@ class _RankBatches(torch.utils.data.Dataset):
         self.end = rows[1]
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return max(1, len(self.starts))
 
     def __getitem__(self, k: int):
+        if not self.starts:
+            return self.end, None
         start = self.starts[k]
         return start, np.asarray(self.images[start:min(start + self.batch_size, self.end)])
 
@@ -81,7 +84,7 @@ def _as_is(item):
 class ShardedExtraction(L.LightningModule):
     """One rank's part: rank 0's weights and its decision (reuse the store, or extract) sent to every rank; the
     rank's batches through the model with its layers hooked, their rows written into the rank's shard. What
-    follows the loop (merge, barriers) is in ``_finish``: a rank with no batches skips Lightning's loop hooks."""
+    follows the loop (closing the shard, the merge, barriers) is in ``_finish``, outside Lightning's loop."""
 
     def __init__(self, model: nn.Module, stimuli, layers: list[str], preprocess: Preprocess,
                  projection: _Projection, store: Path, plan: list[tuple[int, int]], batch_size: int,
@@ -127,6 +130,8 @@ class ShardedExtraction(L.LightningModule):
         from workbench.models.hooks import register_layer_hooks
 
         first, end = self.rows
+        if end == first:  # nothing to extract here (the store is reused, or fewer batches than ranks)
+            return
         self.writer = StoreWriter(_shard_path(self.store, self.rows), self.stimuli.stimulus_ids[first:end],
                                   self.layers, self.key)
         self.hooks = register_layer_hooks(
@@ -135,6 +140,8 @@ class ShardedExtraction(L.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         start, images = batch
+        if images is None:  # the stand-in item of an empty share
+            return
         self.captured.clear()
         self.model(self.preprocess(images, device=self.device))
         for layer, rows in layer_rows(self.captured, self.layers, self.projection, self.shapes, start).items():
