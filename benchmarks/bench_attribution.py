@@ -1,7 +1,7 @@
 """Attribution: workbench wrappers vs plain captum / shap calls on the same model, inputs and target.
 
     python benchmarks/bench_attribution.py [--images 16] [--width 32] [--device cpu] [--repeats 7]
-        [--methods saliency,deeplift] [--shap-images 16] [--shap-samples 200]
+        [--methods saliency,deeplift] [--shap-images 16] [--shap-samples 200] [--threads N] [--clock wall|cpu]
 
 Every method runs three ways on the same inputs in this process: the plain library call (captum or shap, as a user
 would write it for one class), ``workbench.attribution.attribute(..., completeness=False)`` (the maps, plus f(x)
@@ -13,7 +13,8 @@ calls run interleaved, the order rotating, --repeats times; the script prints th
 seconds and of the ratio plain / workbench per repeat (> 1: workbench faster), and each one's peak memory (one extra
 run each). CUDA: max allocated; CPU: peak resident set size above the level before the call, sampled every 2 ms
 from /proc (a lower bound for very short spikes). On a loaded machine the wall-clock times are noisy: the load
-average is printed; compare ratios, which interleaving keeps fair.
+average is printed; compare ratios, which interleaving keeps fair. ``--threads 1 --clock cpu`` times the process's
+own CPU seconds instead of elapsed time, which the machine's load barely changes (as in bench_topography.py).
 
 Like for like:
 - Plain calls use the libraries' defaults except where the answer depends on a setting: captum IG 50 steps and no
@@ -85,14 +86,17 @@ class PeakMemory:
             self.used = max(self.peak, _rss_bytes()) - self.base
 
 
+CLOCK = time.perf_counter   # --clock cpu: time.process_time (this process's CPU seconds)
+
+
 def timed(fn: Callable[[], np.ndarray], device: torch.device) -> tuple[float, np.ndarray]:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     out = fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, out
+    return CLOCK() - t0, out
 
 
 def peak_mib(fn: Callable[[], Any], device: torch.device) -> float:
@@ -197,8 +201,18 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--methods", default="", help="comma-separated subset (default: all)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time (a shared CPU, with --threads 1)")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.clock == "cpu":
+        if device.type != "cpu":
+            p.error(f"--clock cpu times CPU work only, and the device is {device}: use --device cpu")
+        global CLOCK
+        CLOCK = time.process_time
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SmallCNN(num_classes=10, width=args.width).eval().to(device)
     x = torch.randn(args.images, 3, 32, 32, device=device)
@@ -208,7 +222,7 @@ def main() -> None:
     chosen = [m for m in args.methods.split(",") if m]
     print(f"device {device}{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, "
           f"{args.images} images 3x32x32 ({len(xs)} for shap), SmallCNN width {args.width}, torch threads "
-          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
+          f"{torch.get_num_threads()}, clock {args.clock}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
           f"{args.repeats} interleaved repeats")
     print("ratio = plain seconds / workbench seconds per repeat (> 1: workbench faster); median (range). "
           "maps: completeness=False (like for like); full: the default, with f(x), f(baseline), delta")

@@ -1,7 +1,6 @@
 """Extraction split over DDP processes (Lightning ``Trainer.predict``): every rank writes its shard, rank 0 merges
 them into exactly the store one process writes (issue 14)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -171,33 +170,3 @@ def test_a_bad_process_count_in_the_config_is_named():
                               ("extract.num_nodes=two", "extract.num_nodes should be an integer, got 'two'")]:
         with pytest.raises(ConfigError, match=message):
             resolve_config(compose_config([*TINY_OVERRIDES, "stages=[extract]", override]))
-
-
-@pytest.mark.slow
-def test_the_extract_stage_over_two_processes_writes_the_one_process_activations(tmp_path, data_root):
-    from conftest import TINY_OVERRIDES, compose_config
-    from workbench.pipeline import run_pipeline
-    from workbench.run import RunDir
-
-    stage = ["preset=tiny", "stages=[extract]", "extract.stimulus_sets=[kriegeskorte92]", "extract.layers=[conv2,fc]"]
-    env = clean_env(WORKBENCH_RESULTS=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "workbench", *stage, "extract.devices=2",
-                           f"run_dir={tmp_path / 'two'}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Starting with 2 processes" in proc.stdout + proc.stderr
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank ran
-    try:
-        one = RunDir(tmp_path / "one")
-        run_pipeline(compose_config([*TINY_OVERRIDES, *stage[1:]]), one, log=lambda _msg: None)
-    finally:
-        torch.set_num_threads(threads)
-    two = RunDir(tmp_path / "two")
-    sharded, reference = two.load_activations("kriegeskorte92"), one.load_activations("kriegeskorte92")
-    assert sharded.layers == reference.layers == ["conv2", "fc"]
-    for layer in reference:
-        np.testing.assert_array_equal(sharded[layer], reference[layer])
-    section = json.loads((two.path / "metrics.json").read_text())["extract"]["stimulus_sets"]["kriegeskorte92"]
-    assert section["processes"] == 2 and section["storage"] == "npz"
-    assert list((two.path / "cache" / "activations" / "keyed").iterdir()) == []  # no store, no shards left
