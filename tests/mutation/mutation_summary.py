@@ -57,14 +57,18 @@ def module_row(module: str, codes: dict[str, int | None], equivalents: dict[str,
     """One table row: counts by outcome and the score detected / (checked + no tests - equivalent): a mutant no
     selected test calls is not detected."""
     counts = Counter(status(code) for code in codes.values())
-    equivalent = sum(1 for name, code in codes.items() if status(code) == "survived" and name in equivalents)
+    equivalent = Counter(status(code) for name, code in codes.items()
+                         if status(code) in ("survived", "no tests") and name in equivalents)
+    counts["survived"] -= equivalent["survived"]
+    counts["no tests"] -= equivalent["no tests"]
+    equivalent = sum(equivalent.values())
     detected = counts["killed"] + counts["timeout"]
-    checked = detected + counts["survived"] + counts["no tests"] - equivalent
+    checked = detected + counts["survived"] + counts["no tests"]
     score = detected / checked if checked else None
     score_txt = f"{100 * score:.0f}%" if score is not None else "-"
     raw_txt = f"{100 * detected / (checked + equivalent):.0f}%" if checked + equivalent else "-"
     row = (f"| `{module}` | {len(codes)} | {counts['not checked']} | {detected} | {counts['timeout']} | "
-           f"{counts['survived'] - equivalent} | {equivalent} | {counts['no tests']} | {raw_txt} | {score_txt} |")
+           f"{counts['survived']} | {equivalent} | {counts['no tests']} | {raw_txt} | {score_txt} |")
     return row, score
 
 
@@ -91,7 +95,8 @@ def summary(root: Path, equivalents: dict[str, str], label: str, diffs: bool = T
     for module, codes in results.items():
         row, _ = module_row(module, codes, equivalents)
         lines.append(row)
-        survivors += [name for name, code in codes.items() if status(code) == "survived"]
+        survivors += [name for name, code in codes.items()
+                      if status(code) == "survived" or (status(code) == "no tests" and name in equivalents)]
     lines += ["", f"## Surviving mutants ({len(survivors)})", ""]
     sys.path.insert(0, str(root))
     for name in survivors if diffs else []:
