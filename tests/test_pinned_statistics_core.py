@@ -845,3 +845,20 @@ def test_weighted_tau_a_with_fractional_weights_is_exact_in_float64():
     expected = np.triu(s * ww, 1).sum() / ((w.sum() ** 2 - (w ** 2).sum()) / 2 + (w * (w - 1) / 2).sum())
     got = float(weighted_tau_a(torch.as_tensor(x)[None], torch.as_tensor(y)[None], torch.as_tensor(w)[None])[0])
     assert got == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("which", ["x", "y"])
+def test_spearman_compare_rows_broadcasts_one_vector_over_rows_of_weights(which):
+    """One x (or y) vector against several rows, each with its own pair weights: every row equals that row alone."""
+    import torch
+
+    from workbench.alignment.rsa import compare_rows
+
+    rng = np.random.default_rng(5)
+    one, many = torch.as_tensor(rng.random((1, 10))), torch.as_tensor(rng.random((3, 10)))
+    w = torch.as_tensor(rng.integers(0, 3, size=(3, 10)).astype(float))
+    x, y = (one, many) if which == "x" else (many, one)
+    got = compare_rows(x, y, "spearman", w)
+    alone = [float(compare_rows(x[i:i + 1] if which == "y" else x, y[i:i + 1] if which == "x" else y, "spearman",
+                                w[i:i + 1])[0]) for i in range(3)]
+    np.testing.assert_allclose(got.numpy(), alone, rtol=1e-12)
