@@ -3,14 +3,15 @@ runner is too slow (2 shared cores: ~1-2 mutants a minute there).
 
 mutmut generates the mutants under ``mutants/`` (``python tests/mutation/mutation_inprocess.py``, as ``mutmut run``
 does); its trampolines pick the active mutant from ``MUTANT_UNDER_TEST`` on every call, and in its ``stats`` mode
-record which mutated functions a test calls. Before pytest runs each selected test, this plugin runs it once in ``stats`` mode, then under
-each not-yet-killed mutant of the functions that run called. Each of these runs is a child forked from the pytest
-process after torch, numba and the test's fixtures are loaded (no re-import per mutant), killed with SIGKILL after
-``MUTATION_TIMEOUT_S`` seconds of wall clock: a mutant that loops inside compiled code (numba, torch), where no
-Python signal handler runs, is recorded as a timeout (detected, as mutmut does). A failing test, or a child that
-dies, kills the mutant. A child's changes to module state or fixtures (monkeypatch in the test body) die with it, so
-runs cannot affect each other. Verdicts are written into mutmut's ``*.py.meta`` files (``mutmut results`` / ``mutmut show`` and
-``tests/mutation/mutation_summary.py`` read them).
+record which mutated functions a test calls. Before pytest runs each selected test, this plugin runs it once in
+``stats`` mode, then under each not-yet-killed mutant of the functions that run called. Each of these runs is a
+child forked from the pytest process after torch, numba and the test's fixtures are loaded (no re-import per
+mutant), killed with SIGKILL after ``MUTATION_TIMEOUT_S`` seconds of wall clock: a mutant that loops inside compiled
+code (numba, torch), where no Python signal handler runs, is recorded as a timeout (detected, as mutmut does). A
+failing test, or a child that dies (a segfault in a kernel), kills the mutant. A child's changes to module state or
+fixtures (monkeypatch in the test body) die with it, so runs cannot affect each other. Verdicts are written into
+mutmut's ``*.py.meta`` files (``mutmut results`` / ``mutmut show`` and ``tests/mutation/mutation_summary.py`` read
+them).
 
     cd mutants && MUTATION_TARGETS='workbench.alignment.ceiling.*' python -m pytest -p mutation_inprocess \\
         -m "not slow" -q tests/test_x.py          # with PYTHONPATH=../tests/mutation

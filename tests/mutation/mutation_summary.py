@@ -1,4 +1,4 @@
-"""Summarise a mutmut run (``make mutation``): the score per module and every surviving mutant with its diff.
+"""Summarise a mutation run (``make mutation`` / ``mutation-fast``): the score per module, every survivor's diff.
 
 Reads the ``mutants/**/*.py.meta`` files mutmut writes, and ``tests/mutation/mutation_equivalents.toml`` for survivors that
 were judged equivalent (a change that cannot alter any result; each entry says why). Writes Markdown to the path
@@ -84,8 +84,8 @@ def survivor_section(name: str, equivalents: dict[str, str]) -> list[str]:
 def summary(root: Path, equivalents: dict[str, str], label: str, diffs: bool = True) -> str:
     results = load_results(root)
     lines = [f"# Mutation testing summary ({label})", "",
-             "Score = (killed + timeout) / (killed + timeout + alive + no tests): equivalent survivors are left out (raw "
-             "score: counted as alive). "
+             "Score = (killed + timeout) / (killed + timeout + alive + no tests): equivalent survivors are left "
+             "out (raw score: counted as alive). "
              "not-checked mutants were outside the run's time budget; no-tests mutants are in code no selected test "
              "calls (they count as alive).", "",
              "| module | mutants | not checked | killed (incl. timeouts) | timeouts | alive | equivalent | no tests | "
