@@ -1,7 +1,7 @@
 """Summarise a mutation run (``make mutation`` / ``mutation-fast``): the score per module, every survivor's diff.
 
-Reads the ``mutants/**/*.py.meta`` files mutmut writes, and ``tests/mutation/mutation_equivalents.toml`` for survivors that
-were judged equivalent (a change that cannot alter any result; each entry says why). Writes Markdown to the path
+Reads the ``mutants/**/*.py.meta`` files mutmut writes, and ``tests/mutation/mutation_equivalents.toml`` for survivors
+that were judged equivalent (a change that cannot alter any result; each entry says why). Writes Markdown to the path
 given (default ``results/mutation/summary.md``). Run from the repository root, after ``mutmut run``.
 
     python tests/mutation/mutation_summary.py [out.md] [--label before|after]
