@@ -830,12 +830,17 @@ def test_compute_rdm_names_its_input_and_uses_its_device(monkeypatch):
     assert asked and set(asked) == {"the-device"}
 
 
-def test_weighted_tau_a_with_fractional_weights_is_exact_in_float64():
+@pytest.mark.parametrize("compiled_sweep", [True, False])
+def test_weighted_tau_a_with_fractional_weights_is_exact_in_float64(monkeypatch, compiled_sweep):
     """Tau-a of the multiset with fractional pair weights: sum of w_p w_q sign products over all weight-pairs
-    (the weighted definition the bootstrap uses), accumulated in float64."""
+    (the weighted definition the bootstrap uses), accumulated in float64, by the numba sweep and the torch one."""
     import torch
 
+    from workbench.alignment import rsa
     from workbench.alignment.rsa import weighted_tau_a
+
+    if not compiled_sweep:
+        monkeypatch.setattr(rsa, "_numba_sweep", lambda: None)
 
     rng = np.random.default_rng(3)
     x, y = np.round(rng.random(15), 1), rng.random(15)
