@@ -487,10 +487,15 @@ def test_reduce_maps_and_spearman_rows_equal_numpy_and_scipy():
     np.testing.assert_array_equal(checks.reduce_maps(a), np.abs(a.sum(1)))
     np.testing.assert_array_equal(checks.reduce_maps(a, "sum"), a.sum(1))
     np.testing.assert_array_equal(checks.reduce_maps(a, "abs_sum"), np.abs(a).sum(1))
+    from workbench.attribution.methods import Attribution
+
+    wrapped = Attribution(a, "ig", {}, {}, None)
+    for reduce, expected in (("abs", np.abs(a.sum(1))), ("sum", a.sum(1)), ("abs_sum", np.abs(a).sum(1))):
+        np.testing.assert_array_equal(checks.reduce_maps(wrapped, reduce), expected)
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 4, size=(4, 9)).astype(float), rng.normal(size=(4, 9))
     x[2] = 1.0                                            # constant row
-    y[3, 4] = np.nan                                      # a map with a NaN
+    x[3, 4] = y[3, 4] = np.nan                            # maps with a NaN
     got = checks.spearman_rows(x, y)
     for row in (0, 1):
         assert got[row] == pytest.approx(stats.spearmanr(x[row], y[row]).statistic, rel=1e-12)
