@@ -50,8 +50,8 @@ mutation: $(STAMP)
 # only (a module whose source changed gets fresh mutants); rm -rf mutants for a fresh run. E.g.
 #   make mutation-fast MUTATION_TARGETS='workbench.alignment.ceiling.*' MUTATION_TESTS=tests/test_cka_ceiling.py
 MUTATION_TARGETS ?= workbench.*
-MUTATION_TESTS ?= tests/test_pinned_statistics.py tests/test_pinned_statistics_more.py tests/test_properties.py \
-	tests/test_rsa.py tests/test_regression.py tests/test_cka_ceiling.py tests/test_intervention.py tests/test_training.py \
+MUTATION_TESTS ?= tests/test_pinned_statistics_core.py tests/test_pinned_statistics.py tests/test_pinned_statistics_more.py \
+	tests/test_properties.py tests/test_rsa.py tests/test_regression.py tests/test_cka_ceiling.py tests/test_intervention.py tests/test_training.py \
 	tests/test_losses_reference.py tests/test_topography.py tests/test_attribution.py
 MUTATION_TIMEOUT_S ?= 30
 MUTATION_SAMPLE ?=

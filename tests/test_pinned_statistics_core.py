@@ -487,10 +487,15 @@ def test_reduce_maps_and_spearman_rows_equal_numpy_and_scipy():
     np.testing.assert_array_equal(checks.reduce_maps(a), np.abs(a.sum(1)))
     np.testing.assert_array_equal(checks.reduce_maps(a, "sum"), a.sum(1))
     np.testing.assert_array_equal(checks.reduce_maps(a, "abs_sum"), np.abs(a).sum(1))
+    from workbench.attribution.methods import Attribution
+
+    wrapped = Attribution(a, "ig", {}, {}, None)
+    for reduce, expected in (("abs", np.abs(a.sum(1))), ("sum", a.sum(1)), ("abs_sum", np.abs(a).sum(1))):
+        np.testing.assert_array_equal(checks.reduce_maps(wrapped, reduce), expected)
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 4, size=(4, 9)).astype(float), rng.normal(size=(4, 9))
     x[2] = 1.0                                            # constant row
-    y[3, 4] = np.nan                                      # a map with a NaN
+    x[3, 4] = y[3, 4] = np.nan                            # maps with a NaN
     got = checks.spearman_rows(x, y)
     for row in (0, 1):
         assert got[row] == pytest.approx(stats.spearmanr(x[row], y[row]).statistic, rel=1e-12)
@@ -788,3 +793,82 @@ def test_folds_and_encoding_defaults_seed_method_and_device(monkeypatch):
     monkeypatch.setattr(regression, "get_device", lambda device=None: asked.append(device) or real("cpu"))
     regression.ridge_cv_predictions(X, Y, folds, device="the-device")
     assert asked and set(asked) == {"the-device"}
+
+
+# -- alignment/rsa.py ------------------------------------------------------------------------------------------------
+def _square_rdm(seed: int, n: int = 4, scale: float = 1.0) -> np.ndarray:
+    from scipy.spatial.distance import pdist, squareform
+
+    return squareform(pdist(np.random.default_rng(seed).normal(size=(n, 2)))) * scale
+
+
+def test_as_condensed_reads_stacks_of_any_depth_with_tolerances_relative_to_scale():
+    """(a, b, n, n) stacks are a * b RDMs; symmetry/diagonal tolerances are 1e-6 of the largest entry; errors name
+    the argument ('rdms' by default)."""
+    from workbench.alignment.rsa import as_condensed
+
+    r = _square_rdm(0)
+    stack = np.stack([np.stack([r, 2 * r, 3 * r]), np.stack([r, r, r])])
+    vec = as_condensed(stack).numpy()
+    iu = np.triu_indices(4, 1)
+    np.testing.assert_array_equal(vec, stack.reshape(-1, 4, 4)[:, iu[0], iu[1]])
+    big = _square_rdm(1, scale=1e6)
+    np.fill_diagonal(big, 0.5)                          # 5e-7 of the scale: rounding, accepted
+    assert as_condensed(big).shape == (1, 6)
+    np.fill_diagonal(big, 1e-5 * big.max())
+    with pytest.raises(ValueError, match="^rdms is square but its diagonal is not zero"):
+        as_condensed(big)
+    with pytest.raises(ValueError, match="^rdms: expected an RDM"):
+        as_condensed(np.array(1.0))
+
+
+def test_compute_rdm_names_its_input_and_uses_its_device(monkeypatch):
+    import workbench.utils
+    from workbench.alignment import rsa
+
+    with pytest.raises(ValueError, match="^layer4: every euclidean dissimilarity is the same"):
+        rsa.compute_rdm(np.ones((5, 3)), "euclidean", name="layer4")
+    asked = []
+    real = workbench.utils.get_device
+    monkeypatch.setattr(workbench.utils, "get_device", lambda device=None: asked.append(device) or real("cpu"))
+    rsa.compute_rdm(np.random.default_rng(0).normal(size=(5, 3)), "euclidean", device="the-device")
+    assert asked and set(asked) == {"the-device"}
+
+
+@pytest.mark.parametrize("compiled_sweep", [True, False])
+def test_weighted_tau_a_with_fractional_weights_is_exact_in_float64(monkeypatch, compiled_sweep):
+    """Tau-a of the multiset with fractional pair weights: sum of w_p w_q sign products over all weight-pairs
+    (the weighted definition the bootstrap uses), accumulated in float64, by the numba sweep and the torch one."""
+    import torch
+
+    from workbench.alignment import rsa
+    from workbench.alignment.rsa import weighted_tau_a
+
+    if not compiled_sweep:
+        monkeypatch.setattr(rsa, "_numba_sweep", lambda: None)
+
+    rng = np.random.default_rng(3)
+    x, y = np.round(rng.random(15), 1), rng.random(15)
+    w = rng.random(15) * 3 + 0.1
+    s = np.sign(x[:, None] - x[None]) * np.sign(y[:, None] - y[None])
+    ww = w[:, None] * w[None]
+    expected = np.triu(s * ww, 1).sum() / ((w.sum() ** 2 - (w ** 2).sum()) / 2 + (w * (w - 1) / 2).sum())
+    got = float(weighted_tau_a(torch.as_tensor(x)[None], torch.as_tensor(y)[None], torch.as_tensor(w)[None])[0])
+    assert got == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("which", ["x", "y"])
+def test_spearman_compare_rows_broadcasts_one_vector_over_rows_of_weights(which):
+    """One x (or y) vector against several rows, each with its own pair weights: every row equals that row alone."""
+    import torch
+
+    from workbench.alignment.rsa import compare_rows
+
+    rng = np.random.default_rng(5)
+    one, many = torch.as_tensor(rng.random((1, 10))), torch.as_tensor(rng.random((3, 10)))
+    w = torch.as_tensor(rng.integers(0, 3, size=(3, 10)).astype(float))
+    x, y = (one, many) if which == "x" else (many, one)
+    got = compare_rows(x, y, "spearman", w)
+    alone = [float(compare_rows(x[i:i + 1] if which == "y" else x, y[i:i + 1] if which == "x" else y, "spearman",
+                                w[i:i + 1])[0]) for i in range(3)]
+    np.testing.assert_allclose(got.numpy(), alone, rtol=1e-12)

@@ -3,14 +3,15 @@ runner is too slow (2 shared cores: ~1-2 mutants a minute there).
 
 mutmut generates the mutants under ``mutants/`` (``python tests/mutation/mutation_inprocess.py``, as ``mutmut run``
 does); its trampolines pick the active mutant from ``MUTANT_UNDER_TEST`` on every call, and in its ``stats`` mode
-record which mutated functions a test calls. This plugin runs each selected test once in ``stats`` mode, then under
-each not-yet-killed mutant of the functions that run called. Each mutant's run is a child forked from the pytest
-process after torch, numba and the test's fixtures are loaded (no re-import per mutant), killed with SIGKILL after
-``MUTATION_TIMEOUT_S`` seconds of wall clock: a mutant that loops inside compiled code (numba, torch), where no
-Python signal handler runs, is recorded as a timeout (detected, as mutmut does). A failing test, or a child that
-dies, kills the mutant. A child's changes to module state or fixtures die with it, so mutants cannot affect each
-other. Verdicts are written into mutmut's ``*.py.meta`` files (``mutmut results`` / ``mutmut show`` and
-``tests/mutation/mutation_summary.py`` read them).
+record which mutated functions a test calls. Before pytest runs each selected test, this plugin runs it once in
+``stats`` mode, then under each not-yet-killed mutant of the functions that run called. Each of these runs is a
+child forked from the pytest process after torch, numba and the test's fixtures are loaded (no re-import per
+mutant), killed with SIGKILL after ``MUTATION_TIMEOUT_S`` seconds of wall clock: a mutant that loops inside compiled
+code (numba, torch), where no Python signal handler runs, is recorded as a timeout (detected, as mutmut does). A
+failing test, or a child that dies (a segfault in a kernel), kills the mutant. A child's changes to module state or
+fixtures (monkeypatch in the test body) die with it, so runs cannot affect each other. Verdicts are written into
+mutmut's ``*.py.meta`` files (``mutmut results`` / ``mutmut show`` and ``tests/mutation/mutation_summary.py`` read
+them).
 
     cd mutants && MUTATION_TARGETS='workbench.alignment.ceiling.*' python -m pytest -p mutation_inprocess \\
         -m "not slow" -q tests/test_x.py          # with PYTHONPATH=../tests/mutation
@@ -19,7 +20,7 @@ Environment: ``MUTATION_TARGETS`` (comma-separated mutant-name globs), ``MUTATIO
 ``MUTATION_SAMPLE`` (at most this many mutants per module, a fixed random sample, seed ``MUTATION_SEED``, default 0;
 the rest stay "not checked"). Mutants already killed (or timed out) in ``mutants/`` are not run again, so a run cut
 short resumes and a rerun after adding tests checks only the survivors; generate the mutants again for a fresh run.
-Each test is first run clean in a child; a test that fails there is skipped (its mutants' verdicts would mean nothing).
+A test that fails in the clean (stats) child is skipped: its mutants' verdicts would mean nothing.
 """
 
 from __future__ import annotations
@@ -80,6 +81,48 @@ def _run_in_child(item, mutant: str, timeout_s: float) -> int:
     return SURVIVED if os.waitstatus_to_exitcode(status) == SURVIVED else KILLED
 
 
+def _called_in_child(item, timeout_s: float) -> set[str] | None:
+    """Run ``item`` clean in a forked child in mutmut's ``stats`` mode; the mutated functions it called, or None
+    when the test fails or hangs there (its mutants' verdicts would mean nothing)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: never returns into pytest
+        os.close(read_end)
+        called = None
+        try:
+            from mutmut.state import state
+
+            state()._stats.clear()
+            os.environ["MUTANT_UNDER_TEST"] = "stats"
+            item.runtest()
+            called = sorted(state()._stats)
+        except BaseException:  # noqa: BLE001 - a failing clean test: no verdicts from it
+            pass
+        finally:
+            try:
+                os.write(write_end, json.dumps(called).encode())
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    chunks, deadline = [], time.monotonic() + timeout_s
+    try:
+        while True:
+            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+    os.waitpid(pid, 0)
+    called = json.loads(b"".join(chunks) or b"null")
+    return None if called is None else set(called)
+
+
 class InProcessMutation:
     """Collects verdicts while pytest runs the tests; writes them as it goes and when the session ends."""
 
@@ -103,26 +146,21 @@ class InProcessMutation:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
-        from mutmut.state import state
-
-        state()._stats.clear()
-        os.environ["MUTANT_UNDER_TEST"] = "stats"   # the unmutated code, recording the mutated functions it calls
-        outcome = yield
-        os.environ["MUTANT_UNDER_TEST"] = ""
-        called = set(state()._stats)
-        if outcome.excinfo is not None:   # the clean test fails: its verdicts would mean nothing
-            return
-        mutants = self.mutants_for(called)
-        if not mutants:
-            return
-        if _run_in_child(item, "", self.timeout_s) != SURVIVED:
-            print(f"\nmutation: {item.nodeid} fails when forked; its {len(mutants)} mutants are not run on it")
-            return
-        for mutant in mutants:
-            code = _run_in_child(item, mutant, self.timeout_s)
-            if code in DETECTED or mutant not in self.verdict:
-                self.verdict[mutant] = code
-        self.write_verdicts(undecided=None)
+        """Before pytest runs the test itself: a child runs it clean in ``stats`` mode (which mutated functions it
+        calls), then one child per mutant. Every run is a child of the process as the test's setup left it, so what
+        the test body changes (monkeypatch, module state) cannot leak from one run into the next."""
+        called = _called_in_child(item, self.timeout_s)
+        if called is None:
+            print(f"\nmutation: {item.nodeid} fails (or hangs) when forked; no mutant is run on it")
+        else:
+            mutants = self.mutants_for(called)
+            for mutant in mutants:
+                code = _run_in_child(item, mutant, self.timeout_s)
+                if code in DETECTED or mutant not in self.verdict:
+                    self.verdict[mutant] = code
+            if mutants:
+                self.write_verdicts(undecided=None)
+        yield
 
     def write_verdicts(self, undecided: int | None) -> None:
         """Verdicts so far into mutmut's metadata; ``undecided`` for target mutants without one."""

@@ -1,7 +1,7 @@
-"""Summarise a mutmut run (``make mutation``): the score per module and every surviving mutant with its diff.
+"""Summarise a mutation run (``make mutation`` / ``mutation-fast``): the score per module, every survivor's diff.
 
-Reads the ``mutants/**/*.py.meta`` files mutmut writes, and ``tests/mutation/mutation_equivalents.toml`` for survivors that
-were judged equivalent (a change that cannot alter any result; each entry says why). Writes Markdown to the path
+Reads the ``mutants/**/*.py.meta`` files mutmut writes, and ``tests/mutation/mutation_equivalents.toml`` for survivors
+that were judged equivalent (a change that cannot alter any result; each entry says why). Writes Markdown to the path
 given (default ``results/mutation/summary.md``). Run from the repository root, after ``mutmut run``.
 
     python tests/mutation/mutation_summary.py [out.md] [--label before|after]
@@ -57,13 +57,18 @@ def module_row(module: str, codes: dict[str, int | None], equivalents: dict[str,
     """One table row: counts by outcome and the score detected / (checked + no tests - equivalent): a mutant no
     selected test calls is not detected."""
     counts = Counter(status(code) for code in codes.values())
-    equivalent = sum(1 for name, code in codes.items() if status(code) == "survived" and name in equivalents)
+    equivalent = Counter(status(code) for name, code in codes.items()
+                         if status(code) in ("survived", "no tests") and name in equivalents)
+    counts["survived"] -= equivalent["survived"]
+    counts["no tests"] -= equivalent["no tests"]
+    equivalent = sum(equivalent.values())
     detected = counts["killed"] + counts["timeout"]
-    checked = detected + counts["survived"] + counts["no tests"] - equivalent
+    checked = detected + counts["survived"] + counts["no tests"]
     score = detected / checked if checked else None
     score_txt = f"{100 * score:.0f}%" if score is not None else "-"
-    row = (f"| `{module}` | {len(codes)} | {counts['not checked']} | {detected} | {counts['survived'] - equivalent} | "
-           f"{equivalent} | {counts['no tests']} | {score_txt} |")
+    raw_txt = f"{100 * detected / (checked + equivalent):.0f}%" if checked + equivalent else "-"
+    row = (f"| `{module}` | {len(codes)} | {counts['not checked']} | {detected} | {counts['timeout']} | "
+           f"{counts['survived']} | {equivalent} | {counts['no tests']} | {raw_txt} | {score_txt} |")
     return row, score
 
 
@@ -76,23 +81,29 @@ def survivor_section(name: str, equivalents: dict[str, str]) -> list[str]:
     return [f"#### `{name}` ({verdict})", "```diff", diff.strip(), "```", ""]
 
 
-def summary(root: Path, equivalents: dict[str, str], label: str) -> str:
+def summary(root: Path, equivalents: dict[str, str], label: str, diffs: bool = True) -> str:
     results = load_results(root)
     lines = [f"# Mutation testing summary ({label})", "",
-             "Score = (killed + timeout) / (killed + timeout + alive + no tests). Equivalent survivors are left out; "
+             "Score = (killed + timeout) / (killed + timeout + alive + no tests): equivalent survivors are left "
+             "out (raw score: counted as alive). "
              "not-checked mutants were outside the run's time budget; no-tests mutants are in code no selected test "
              "calls (they count as alive).", "",
-             "| module | mutants | not checked | killed | alive | equivalent | no tests | score |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| module | mutants | not checked | killed (incl. timeouts) | timeouts | alive | equivalent | no tests | "
+             "raw score | score |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     survivors = []
     for module, codes in results.items():
         row, _ = module_row(module, codes, equivalents)
         lines.append(row)
-        survivors += [name for name, code in codes.items() if status(code) == "survived"]
+        survivors += [name for name, code in codes.items()
+                      if status(code) == "survived" or (status(code) == "no tests" and name in equivalents)]
     lines += ["", f"## Surviving mutants ({len(survivors)})", ""]
     sys.path.insert(0, str(root))
-    for name in survivors:
+    for name in survivors if diffs else []:
         lines += survivor_section(name, equivalents)
+    if not diffs:
+        lines += [f"- `{name}`" + (f": equivalent: {equivalents[name]}" if name in equivalents else "")
+                  for name in survivors]
     return "\n".join(lines) + "\n"
 
 
@@ -101,9 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", nargs="?", default="results/mutation/summary.md")
     parser.add_argument("--label", default="after")
     parser.add_argument("--equivalents", default="tests/mutation/mutation_equivalents.toml")
+    parser.add_argument("--root", default=".", help="folder holding mutants/ (default: the current one)")
+    parser.add_argument("--no-diffs", action="store_true", help="list survivors by name only (no mutated sources "
+                        "needed, e.g. for a saved copy of the .meta files)")
     args = parser.parse_args(argv)
-    root = Path.cwd()
-    text = summary(root, load_equivalents(root / args.equivalents), args.label)
+    root = Path(args.root).resolve()
+    text = summary(root, load_equivalents(Path.cwd() / args.equivalents), args.label, not args.no_diffs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
