@@ -161,7 +161,8 @@ STUDY_OVERRIDES = {
     "neural_control": ["synthesize.neural_sites.n_neuroids=1", "synthesize.patches.categories=[face]",
                        "synthesize.steps=8"],
     "topographic_hallmarks": ["model.topography.weight=1", "seed=0", "model.topography.preoptimise.iterations=20",
-                              "topography.morans_shuffles=2", "topography.max_units=500", "topography.max_pairs=5000"],
+                              "topography.morans_shuffles=2", "topography.max_units=500", "topography.max_pairs=5000",
+                              "stages=[train,topography,report]"],  # intervene: covered by the default study's row
     "score_model": ["model.preprocess.image_size=64", "extract.layers=[features.5,features.12]",
                     "align.benchmarks=[hit_rsa,v4_ridge_210325]"],
 }
