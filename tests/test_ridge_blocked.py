@@ -123,3 +123,18 @@ def test_the_torch_backend_gives_the_numpy_result(route, shape, monkeypatch):
     expected_fit = RidgeEncoder(ALPHAS, standardize=True).fit(X, Y)
     assert alpha == expected_fit.alpha_
     np.testing.assert_allclose(coef.T, expected_fit.coef_, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("route", ["kernel", "primal"])
+def test_a_unit_silent_on_the_training_stimuli_is_left_unscaled_as_in_memory(route):
+    """A ReLU unit that fires only for held-out images has training sd exactly 0 (no rounding residue to divide
+    by), as the in-memory path computes it."""
+    X, Y = _data(40, 150 if route == "kernel" else 12, seed=13)
+    folds = make_folds(40, 5, seed=0)
+    X[:, 3] = 0.0
+    X[folds[0][1][0], 3] = 0.7  # non-zero on one test stimulus of the first fold only
+    expected, expected_alphas = ridge_cv_predictions(X, Y, folds, ALPHAS, standardize=True)
+    got, alphas = ridge_cv_predictions_blocked(X, Y, folds, ALPHAS, standardize=True, route=route,
+                                               stimulus_block=16)
+    assert alphas == expected_alphas
+    np.testing.assert_allclose(got, expected, atol=1e-8, rtol=0)
