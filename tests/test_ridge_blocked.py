@@ -11,7 +11,7 @@ from workbench.alignment.ridge_blocked import fit_ridge_blocked, ridge_cv_predic
 
 # the smallest alphas stay away from interpolation, where leave-one-out errors are 0/0 in any implementation
 ALPHAS = tuple(np.logspace(-1, 5, 13))
-BLOCKS = [dict(feature_block=7, stimulus_block=11, target_block=3), dict(feature_block=4096, stimulus_block=4096,
+BLOCKS = [dict(feature_block=7, stimulus_block=37, target_block=3), dict(feature_block=4096, stimulus_block=4096,
                                                                         target_block=4096)]
 
 
@@ -46,7 +46,7 @@ def test_blocked_ridge_equals_the_in_memory_path(route, shape, standardize, alph
 def test_blocked_ridge_equals_sklearn_ridgecv_on_each_fold(route, shape):
     X, Y = _data(*shape, seed=3)
     folds = make_folds(len(X), 4, seed=1)
-    got, alphas = ridge_cv_predictions_blocked(X, Y, folds, ALPHAS, route=route, feature_block=9, stimulus_block=13,
+    got, alphas = ridge_cv_predictions_blocked(X, Y, folds, ALPHAS, route=route, feature_block=9, stimulus_block=41,
                                                target_block=2)
     for (tr, te), alpha in zip(folds, alphas):
         ref = RidgeCV(alphas=ALPHAS).fit(X[tr], Y[tr])
@@ -115,10 +115,26 @@ def test_the_torch_backend_gives_the_numpy_result(route, shape, monkeypatch):
     expected, expected_alphas = ridge_cv_predictions(X, Y, folds, ALPHAS, alpha_per_target=True)
     monkeypatch.setattr(ridge_blocked, "_backend_array", lambda arr, device: torch.as_tensor(arr, dtype=torch.float64))
     got, alphas = ridge_cv_predictions_blocked(X, Y, folds, ALPHAS, alpha_per_target=True, route=route,
-                                               feature_block=32, stimulus_block=40, target_block=4)
+                                               feature_block=64, stimulus_block=64, target_block=4)
     assert alphas == expected_alphas
     np.testing.assert_allclose(got, expected, atol=1e-8, rtol=0)
-    alpha, coef, _ = fit_ridge_blocked(X, Y, ALPHAS, standardize=True, route=route, feature_block=32)
+    alpha, coef, _ = fit_ridge_blocked(X, Y, ALPHAS, standardize=True, route=route, feature_block=64,
+                                       stimulus_block=64)
     expected_fit = RidgeEncoder(ALPHAS, standardize=True).fit(X, Y)
     assert alpha == expected_fit.alpha_
     np.testing.assert_allclose(coef.T, expected_fit.coef_, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("route", ["kernel", "primal"])
+def test_a_unit_silent_on_the_training_stimuli_is_left_unscaled_as_in_memory(route):
+    """A ReLU unit that fires only for held-out images has training sd exactly 0 (no rounding residue to divide
+    by), as the in-memory path computes it."""
+    X, Y = _data(40, 150 if route == "kernel" else 12, seed=13)
+    folds = make_folds(40, 5, seed=0)
+    X[:, 3] = 0.0
+    X[folds[0][1][0], 3] = 0.7  # non-zero on one test stimulus of the first fold only
+    expected, expected_alphas = ridge_cv_predictions(X, Y, folds, ALPHAS, standardize=True)
+    got, alphas = ridge_cv_predictions_blocked(X, Y, folds, ALPHAS, standardize=True, route=route,
+                                               stimulus_block=16)
+    assert alphas == expected_alphas
+    np.testing.assert_allclose(got, expected, atol=1e-8, rtol=0)

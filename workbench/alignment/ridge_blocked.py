@@ -80,23 +80,30 @@ class _Fold:
 
 
 def _column_stats(X, folds: list[_Fold], standardize: bool, stimulus_block: int) -> np.ndarray:
-    """The features' overall mean; sets every fold's training mean (and sd with ``standardize``) of D."""
+    """The features' overall mean; sets every fold's training mean (and sd with ``standardize``) of D.
+
+    The statistics are taken of the raw values, as the in-memory path takes them: a unit that is exactly zero (or
+    constant) on a fold's training stimuli, as a ReLU unit that fires for one held-out image, then has a training
+    sd of exactly 0 (left unscaled), not a rounding residue that would blow it up."""
     n, p = X.shape
-    total = np.zeros(p)
-    for rows in _blocks(n, stimulus_block):
-        total += _read(X, rows, None, "features").sum(0)
-    mu = total / n
+    total, s1 = np.zeros(p), np.zeros((len(folds), p))
     membership = np.stack([f.train_mask for f in folds]).astype(np.float64)  # (folds, n)
-    s1, s2 = np.zeros((len(folds), p)), np.zeros((len(folds), p))
     for rows in _blocks(n, stimulus_block):
-        D = _read(X, rows, None, "features") - mu
-        s1 += membership[:, rows] @ D
-        if standardize:
-            s2 += membership[:, rows] @ (D * D)
+        block = _read(X, rows, None, "features")
+        total += block.sum(0)
+        s1 += membership[:, rows] @ block
+    mu = total / n
+    raw_means = s1 / np.array([len(f.tr) for f in folds])[:, None]
+    s2 = np.zeros((len(folds), p))
+    for rows in _blocks(n, stimulus_block) if standardize else ():
+        block = _read(X, rows, None, "features")
+        for k in range(len(folds)):
+            s2[k] += membership[k, rows] @ (block - raw_means[k]) ** 2
     for k, fold in enumerate(folds):
-        fold.mean = s1[k] / len(fold.tr)
-        sd = np.sqrt(np.clip(s2[k] / len(fold.tr) - fold.mean ** 2, 0, None)) if standardize else np.ones(p)
-        fold.scale = np.where(sd > 0, sd, 1.0)  # as StandardScaler: a constant unit is left unscaled
+        fold.mean = raw_means[k] - mu
+        sd = np.sqrt(s2[k] / len(fold.tr)) if standardize else np.ones(p)
+        constant = sd <= len(fold.tr) * np.finfo(np.float64).eps * np.abs(raw_means[k])  # rounding of a constant
+        fold.scale = np.where((sd > 0) & ~constant, sd, 1.0)  # as StandardScaler: a constant unit is left unscaled
     return mu
 
 
@@ -146,7 +153,7 @@ def _standardized_rows(X, rows, mu: np.ndarray, fold: _Fold, mask: np.ndarray | 
     """Rows of X centred by the fold's training mean and scaled by its training sd (the fold's Z)."""
     block = _read(X, rows, None, "features")
     block = block if mask is None else block[mask]
-    return (block - mu - fold.mean) / fold.scale
+    return (block - (mu + fold.mean)) / fold.scale  # mu + fold.mean: the raw training mean
 
 
 def _primal_matrix(X, mu, fold: _Fold, stimulus_block: int, device):
