@@ -138,30 +138,38 @@ def pinwheel_density(n_pinwheels: int, area_mm2: float, spacing_mm: float) -> fl
 
 def morans_i(values: np.ndarray, positions: np.ndarray, radius_mm: float) -> float:
     """Moran's I of ``values`` on the sheet with weights 1 for unit pairs closer than ``radius_mm`` (0 otherwise):
-    near 1 for a smooth map, -1/(n-1) in expectation for values unrelated to position."""
+    near 1 for a smooth map, -1/(n-1) in expectation for values unrelated to position. Complex values (an
+    orientation map z = OSI exp(2i theta)) use the products Re(x_i conj x_j): the variance-weighted mean of Moran's
+    I of the real and the imaginary part."""
     from scipy.spatial import cKDTree
 
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
+    values = values.astype(np.complex128 if np.iscomplexobj(values) else np.float64)
     positions = np.asarray(positions, dtype=np.float64)
     keep = np.isfinite(values)
     x, pos = values[keep] - values[keep].mean(), positions[keep]
     pairs = cKDTree(pos).query_pairs(radius_mm, output_type="ndarray")
     if len(pairs) == 0:
         raise ValueError(f"no two units are closer than {radius_mm} mm; use a larger radius")
-    if not (x ** 2).sum() > 0:
+    total = float((np.abs(x) ** 2).sum())
+    if not total > 0:
         raise ValueError("Moran's I is undefined for a constant map")
-    cross = 2 * (x[pairs[:, 0]] * x[pairs[:, 1]]).sum()  # each pair counts in both directions
-    return float(len(x) / (2 * len(pairs)) * cross / (x ** 2).sum())
+    cross = np.real(x[pairs[:, 0]] * np.conj(x[pairs[:, 1]])).sum()  # each pair once: both directions are equal
+    return float(len(x) / len(pairs) * cross / total)
 
 
 def morans_i_test(values: np.ndarray, positions: np.ndarray, radius_mm: float, n_shuffles: int = 200,
                   seed: int = 0) -> dict:
     """Moran's I, its null distribution over shuffled positions, and the one-sided permutation p-value
     ((1 + #null >= I) / (1 + n))."""
+    values, positions = np.asarray(values), np.asarray(positions, dtype=np.float64)
+    keep = np.isfinite(values)  # shuffle the defined values among the defined units' positions only
+    values, positions = values[keep], positions[keep]
     rng = np.random.default_rng(seed)
     observed = morans_i(values, positions, radius_mm)
-    values = np.asarray(values, dtype=np.float64)
     null = np.array([morans_i(values[rng.permutation(len(values))], positions, radius_mm)
                      for _ in range(n_shuffles)])
-    return {"morans_i": observed, "null_mean": float(null.mean()), "null_sd": float(null.std()),
+    nan = float("nan")
+    return {"morans_i": observed, "null_mean": float(null.mean()) if n_shuffles else nan,
+            "null_sd": float(null.std()) if n_shuffles else nan,
             "p_value": float((1 + np.sum(null >= observed)) / (1 + n_shuffles))}

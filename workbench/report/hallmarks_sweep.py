@@ -252,31 +252,12 @@ def run_hallmarks(path: str | os.PathLike, *, orientation: bool = True) -> RunHa
 
 def complex_morans_i(z: np.ndarray, positions: np.ndarray, radius_mm: float, n_shuffles: int = 100,
                      seed: int = 0) -> dict[str, float]:
-    """Moran's I of a complex map (an orientation map z = OSI exp(2i theta) per unit): weights 1 for unit pairs
-    closer than ``radius_mm``, products Re(x_i conj x_j). It equals the variance-weighted mean of Moran's I of the
-    real and the imaginary part; near 1 for a smooth map, ~ -1/(n-1) for one unrelated to position. With the
-    one-sided p-value against ``n_shuffles`` shufflings of the units' positions."""
-    from scipy.spatial import cKDTree
+    """Moran's I of a complex map (an orientation map z = OSI exp(2i theta) per unit; ``hallmarks.morans_i`` on
+    complex values: the variance-weighted mean of Moran's I of the real and the imaginary part), with its null over
+    ``n_shuffles`` shufflings of the units' positions and the one-sided p-value."""
+    from workbench.models.hallmarks import morans_i_test
 
-    z = np.asarray(z, dtype=np.complex128)
-    positions = np.asarray(positions, dtype=np.float64)
-    keep = np.isfinite(z)
-    x, pos = z[keep] - z[keep].mean(), positions[keep]
-    pairs = cKDTree(pos).query_pairs(radius_mm, output_type="ndarray")
-    if len(pairs) == 0:
-        raise ValueError(f"no two units are closer than {radius_mm} mm; use a larger radius")
-    total = float((np.abs(x) ** 2).sum())
-    if not total > 0:
-        raise ValueError("Moran's I is undefined for a constant map")
-
-    def statistic(v: np.ndarray) -> float:
-        return float(len(v) / len(pairs) * np.real(v[pairs[:, 0]] * np.conj(v[pairs[:, 1]])).sum() / total)
-
-    rng = np.random.default_rng(seed)
-    observed = statistic(x)
-    null = np.array([statistic(x[rng.permutation(len(x))]) for _ in range(n_shuffles)])
-    return {"morans_i": observed, "null_mean": float(null.mean()) if n_shuffles else float("nan"),
-            "p_value": float((1 + np.sum(null >= observed)) / (1 + n_shuffles))}
+    return morans_i_test(np.asarray(z, dtype=np.complex128), positions, radius_mm, n_shuffles, seed)
 
 
 def orientation_of_model(model, preprocess, layer: str, positions: np.ndarray, smoothing_mm: float) -> dict:
@@ -324,14 +305,16 @@ def _add_orientation_map(run: RunHallmarks) -> None:
         run.notes["orientation_morans_i"] = run.notes["orientation_map"]
         return
     opts = run.topography_options
+    tuned = np.abs(found["z_units"]) > 0  # as the topography stage: units without tuning left out
     try:
-        test = complex_morans_i(found["z_units"], found["positions"], float(opts.get("morans_radius_mm", 0.5)),
-                                int(opts.get("morans_shuffles", 100)), int(opts.get("seed", 0)))
+        test = complex_morans_i(found["z_units"][tuned], found["positions"][tuned],
+                                float(opts.get("morans_radius_mm", 0.5)), int(opts.get("morans_shuffles", 100)),
+                                int(opts.get("seed", 0)))
     except ValueError as err:
         run.notes["orientation_morans_i"] = str(err)
         return
     run.values["orientation_morans_i"], run.values["orientation_morans_p"] = test["morans_i"], test["p_value"]
-    run.notes["orientation_morans_i"] = "recomputed from the checkpoint (the topography stage does not record it)"
+    run.notes["orientation_morans_i"] = "recomputed from the checkpoint (a topography stage older than this record)"
 
 
 def _topography_cache(run: RunHallmarks) -> dict[str, np.ndarray] | None:

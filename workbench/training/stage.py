@@ -386,22 +386,17 @@ def _orientation_analysis(ctx, model, layers: list[str], sheets: dict, opts) -> 
 
 def _orientation_morans_i(preference_deg: np.ndarray, osi: np.ndarray, positions: np.ndarray, opts
                           ) -> dict[str, float] | None:
-    """Moran's I of the orientation preference map: of cos 2 theta and sin 2 theta (the doubled angle, so 0 and 180
-    degrees agree), averaged, with the same average over position-shuffled maps; units without tuning left out.
-    None where undefined (every unit prefers one orientation, or no pair within the radius)."""
+    """Moran's I of the orientation map z = OSI exp(2i theta) of the tuned units (the doubled angle, so 0 and 180
+    degrees agree; the map the pinwheels are found in), complex (``hallmarks.morans_i``: the variance-weighted mean
+    over its real and imaginary parts), against position-shuffled maps. None where undefined (a constant map, or no
+    pair within the radius)."""
     tuned = np.isfinite(osi) & (np.nan_to_num(osi) > 0)
-    doubled = np.deg2rad(2 * np.asarray(preference_deg, dtype=np.float64)[tuned])
-    parts = []
+    z = np.asarray(osi, dtype=np.float64)[tuned] * np.exp(2j * np.deg2rad(np.asarray(preference_deg)[tuned]))
     try:
-        for values in (np.cos(doubled), np.sin(doubled)):
-            parts.append(_morans_i(values, positions[tuned], opts))
-    except (ValueError, IndexError):
+        result = _morans_i(z, positions[tuned], opts)
+    except IndexError:
         return None
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return None
-    return {key: float(np.mean([p[key] for p in parts])) for key in ("morans_i", "null_mean", "null_sd")} | {
-        "p_value": float(max(p["p_value"] for p in parts)), "n_units": int(tuned.sum())}
+    return None if result is None else {**result, "n_units": int(tuned.sum())}
 
 
 def _check_sheet_fits(layer: str, unit_shape, sheet) -> None:
