@@ -71,3 +71,20 @@ def test_morans_i_tells_organisation_from_none():
     assert abs(organised["null_mean"] + 1 / (len(positions) - 1)) < 0.02
     with pytest.raises(ValueError, match="constant map"):
         morans_i(np.ones(len(positions)), positions, 0.15)
+
+
+def test_morans_i_of_a_complex_map_and_undefined_units():
+    """A complex map's I is the variance-weighted mean of its parts' (Re(x_i conj x_j) = re*re + im*im); NaN units
+    are left out of the statistic and of the shuffles alike."""
+    grid = np.stack(np.meshgrid(np.arange(15), np.arange(15)), -1).reshape(-1, 2).astype(float)
+    rng = np.random.default_rng(1)
+    z = np.exp(1j * grid[:, 0] / 3) + 0.3 * (rng.standard_normal(len(grid)) + 1j * rng.standard_normal(len(grid)))
+    re, im = z.real - z.real.mean(), z.imag - z.imag.mean()
+    weighted = (morans_i(re, grid, 1.01) * (re ** 2).sum() + morans_i(im, grid, 1.01) * (im ** 2).sum()) / (
+        (re ** 2).sum() + (im ** 2).sum())
+    assert morans_i(z, grid, 1.01) == pytest.approx(weighted, rel=1e-12)
+    holes = z.copy()
+    holes[::7] = np.nan
+    kept = np.isfinite(holes)
+    assert morans_i_test(holes, grid, 1.01, n_shuffles=9, seed=4) == pytest.approx(
+        morans_i_test(z[kept], grid[kept], 1.01, n_shuffles=9, seed=4), nan_ok=True)
