@@ -22,7 +22,8 @@ from workbench.attribution.checks import (
 from workbench.attribution.methods import METHODS, Attribution, AttributionMethod
 from workbench.attribution.plots import checks_figure, target_overlays
 from workbench.attribution.safety import safe_copy
-from workbench.attribution.targets import ClassTarget, NeuralSiteTarget, PatchTarget, Target, UnitTarget
+from workbench.attribution.targets import (ClassTarget, NeuralSiteTarget, PatchTarget, Target, UnitTarget,
+                                          patch_layers, patch_sheet_positions)
 
 __all__ = ["attribute_stage", "build_targets", "run_checks", "figure_name"]
 
@@ -124,16 +125,11 @@ def build_targets(model: torch.nn.Module, config, run, model_config: dict) -> tu
 
 def patch_targets(model, patches, model_config: dict, skipped: dict[str, str]) -> list[PatchTarget]:
     """One patch at the centre of each topographic layer's cortical sheet, its radius a fraction of the sheet."""
-    layers = patches.layers or list((model_config.get("topography") or {}).get("layers") or [])
+    layers = patch_layers(patches, model_config)
     if not layers:
         skipped["patch"] = "no topography layers in cfg['model']['topography']['layers'] and none configured"
-    sheets = getattr(model, "cortical_sheets", None) or {}
     out = []
-    for layer in layers:
-        if layer not in sheets:
-            skipped[f"patch:{layer}"] = f"the model has no cortical sheet for {layer!r}"
-            continue
-        pos = np.asarray(sheets[layer].positions, dtype=np.float64)
+    for layer, pos in patch_sheet_positions(model, layers, skipped).items():
         lo, hi = pos.min(0), pos.max(0)
         radius = float(patches.radius_fraction) * float((hi - lo).max())
         out.append(PatchTarget(layer=layer, centre=tuple(((lo + hi) / 2).tolist()), radius=radius))

@@ -164,6 +164,24 @@ class UnitTarget(Target):
         return w, torch.zeros((), dtype=torch.float64)
 
 
+def patch_layers(patches: Any, model_config: Mapping[str, Any]) -> list[str]:
+    """The layers patches are placed on: ``patches.layers``, else the model's topography layers."""
+    return list(patches.layers or (model_config.get("topography") or {}).get("layers") or [])
+
+
+def patch_sheet_positions(model: nn.Module, layers: Sequence[str], skipped: dict[str, str]
+                          ) -> dict[str, np.ndarray]:
+    """``sheet_positions`` of each of ``layers`` (float64); a layer without a sheet is noted in ``skipped`` under
+    ``patch:<layer>`` and left out."""
+    out = {}
+    for layer in layers:
+        try:
+            out[layer] = np.asarray(sheet_positions(model, layer), dtype=np.float64)
+        except (KeyError, ValueError):
+            skipped[f"patch:{layer}"] = f"the model has no cortical sheet for {layer!r}"
+    return out
+
+
 @dataclass
 class PatchTarget(Target):
     """Mean activity of the units of ``layer`` within ``radius`` of ``centre`` on the cortical sheet.

@@ -142,18 +142,12 @@ def build_jobs(ctx, model, seed: int, section: dict) -> list[SynthesisJob]:
 
 
 def patch_jobs(ctx, model, natural: NaturalSet, example, skipped: dict) -> list[SynthesisJob]:
-    from workbench.attribution.targets import PatchTarget
+    from workbench.attribution.targets import PatchTarget, patch_layers, patch_sheet_positions
 
-    patches = ctx.config.patches
-    layers = patches.layers or list((ctx.model_config.get("topography") or {}).get("layers") or [])
-    sheets = getattr(model, "cortical_sheets", None) or {}
+    layers = patch_layers(ctx.config.patches, ctx.model_config)
     topography = ctx.run.metrics().get("topography", {}).get("layers", {})
     jobs = []
-    for layer in layers:
-        if layer not in sheets:
-            skipped[f"patch:{layer}"] = f"the model has no cortical sheet for {layer!r}"
-            continue
-        positions = np.asarray(sheets[layer].positions, dtype=np.float64)
+    for layer, positions in patch_sheet_positions(model, layers, skipped).items():
         for category, (centre, radius, how) in patch_places(ctx, layer, positions, topography.get(layer)).items():
             target = PatchTarget(layer=layer, centre=centre, radius=radius)
             jobs.append(SynthesisJob(safe_name(f"patch_{layer}_{category}"), "patch",
